@@ -1,0 +1,1 @@
+"""flshell: the operator front ends (console, TUI, CLI). No FL logic lives here."""

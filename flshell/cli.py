@@ -1,0 +1,78 @@
+"""The `flshell` command: sub-commands for simulation (and, as they land, console, tui, poc...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flshell import exit_codes
+
+SIM_EPILOG = """\
+examples:
+  flshell sim examples/hello-numpy -n 8             8 sites, site-1..site-8
+  flshell sim examples/hello-numpy -n 100 -t 4      100 sites, at most 4 working at once
+  flshell sim my_job -c hospital-a,hospital-b        named sites
+  flshell sim my_job/app -n 60                       a bare app folder runs on every site
+
+exit status: 0 completed, 1 job failed, 2 bad arguments or job folder, 3 aborted, 130 Ctrl-C
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flshell",
+        description="flshell: a federated-learning runtime with an operator's shell.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = sub.add_parser(
+        "sim",
+        help="run a job folder on a simulated federation in this process",
+        description="Run a job folder on a server and N simulated sites in this process.",
+        epilog=SIM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sim.add_argument("job_folder", help="job folder (meta.json + app folders) or a bare app folder")
+    sim.add_argument("-w", "--workspace", help="workspace folder (default: /tmp/flshell/simulation/<job name>)")
+    who = sim.add_mutually_exclusive_group()
+    who.add_argument("-n", "--n_clients", "--n-clients", dest="n_clients", type=_positive_int,
+                     help="number of sites, named site-1..site-N")
+    who.add_argument("-c", "--clients", help="comma-separated site names")
+    sim.add_argument("-t", "--threads", type=_positive_int,
+                     help="how many sites may execute a task at once (default: all)")
+    sim.add_argument("-gpu", "--gpu", help="GPU ids, round-robin over sites: 0,1 or groups [0,1],[2,3]")
+    sim.add_argument("-m", "--max_clients", "--max-clients", dest="max_clients", type=_positive_int,
+                     default=100, help="refuse more sites than this (default: 100)")
+    sim.add_argument("--rounds", type=_positive_int, help="override the workflow's num_rounds")
+    sim.add_argument("--ready-timeout", type=float, default=60.0,
+                     help="seconds to wait for sites to start the job (default: 60)")
+    sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sim":
+        from flshell.sim_cmd import run_sim
+
+        return run_sim(args)
+    parser.print_help()
+    return exit_codes.OK
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,7 @@
+"""Named exit codes for every flshell command."""
+
+OK = 0
+JOB_FAILED = 1  # the job ran and failed (or a command failed)
+USAGE = 2  # bad arguments or an invalid job folder: nothing ran
+ABORTED = 3  # the job was aborted
+INTERRUPTED = 130  # Ctrl-C

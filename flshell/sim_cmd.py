@@ -1,0 +1,54 @@
+"""`flshell sim`: run a job on the simulator with live progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from flshell import exit_codes
+from flshell.sim_view import ProgressView, print_summary
+from runtime.jobs import JobError
+from runtime.sim.simulator import SimUsageError, Simulator
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    out = Console(file=sys.stdout, highlight=False)
+    err = Console(file=sys.stderr, highlight=False)
+    sim = Simulator(
+        args.job_folder,
+        workspace=args.workspace,
+        n_clients=args.n_clients,
+        clients=args.clients.split(",") if args.clients else None,
+        threads=args.threads,
+        gpu=args.gpu,
+        max_clients=args.max_clients,
+        rounds=args.rounds,
+        ready_timeout=args.ready_timeout,
+    )
+    try:
+        sim.prepare()
+    except (JobError, SimUsageError) as e:
+        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        return exit_codes.USAGE
+    assert sim.job is not None
+    if not args.quiet:
+        threads = f", {args.threads} at a time" if args.threads else ""
+        out.print(f"simulating [bold]{sim.job.name}[/] on {len(sim.sites)} sites{threads}; "
+                  f"workspace {sim.workspace}")
+    sub = sim.events.subscribe(types={"round_started", "round_completed", "task_result", "job_status"})
+    interrupted = False
+    sim.start()
+    view = ProgressView(out, quiet=args.quiet)
+    try:
+        view.follow(sim, sub)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("[yellow]Ctrl-C: aborting the job...[/]")
+        sim.abort("Ctrl-C")
+    result = sim.wait()
+    print_summary(out, result)
+    if interrupted:
+        return exit_codes.INTERRUPTED
+    return {"COMPLETED": exit_codes.OK, "ABORTED": exit_codes.ABORTED}.get(result.status, exit_codes.JOB_FAILED)

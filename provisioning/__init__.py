@@ -1,0 +1,1 @@
+"""Project provisioning: certificates and startup kits (built by the security issue)."""

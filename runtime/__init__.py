@@ -1,0 +1,1 @@
+"""The federated runtime: importable without any front end."""

@@ -1,0 +1,143 @@
+"""Executors: what a site runs for a task. ScriptExecutor runs a Client API script."""
+
+from __future__ import annotations
+
+import runpy
+import shlex
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.client import threadio
+from runtime.client.api import bind_session
+from runtime.client.session import ScriptFailed, ScriptSession
+from runtime.jobs import App, custom_imports
+from runtime.jobs.errors import ArgError
+from runtime.model import FLModel
+
+
+@dataclass
+class SiteJobContext:
+    """What an executor sees of its site and job."""
+
+    site: str
+    job_id: str
+    app: App
+    workspace: Path
+    logger: Any
+    abort_event: threading.Event
+    components: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    log_write: Any = None  # callable(text) writing to the site's log
+
+
+class Executor:
+    """Subclass for a site-side task handler that is not a Client API script."""
+
+    def start(self, ctx: SiteJobContext) -> None:
+        """The job starts on this site."""
+
+    def execute(self, task_name: str, model: FLModel, ctx: SiteJobContext) -> FLModel:
+        raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    def stop(self, ctx: SiteJobContext) -> None:
+        """The job ended on this site."""
+
+
+def find_script(app: App, script: str) -> Path:
+    """The script named in the config: looked up in custom/, then the app, then the job."""
+    candidates = []
+    if app.custom_dir is not None:
+        candidates.append(app.custom_dir / script)
+    candidates += [app.root / script, app.root.parent / script]
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = ", ".join(str(c.relative_to(app.root.parent)) for c in candidates)
+    raise ArgError("script", f"a file in the app (looked for {looked})", script)
+
+
+class ScriptExecutor(Executor):
+    """Runs the user's Client API script (`import runtime.client as flare`) for a site.
+
+    In-process, the script runs on its own thread with its own site context, argv and output
+    (printed lines go to the site log), so 100 sites in one process each see their own name.
+
+    Args:
+        script: path of the script, relative to the app's custom/ folder (NVFlare:
+            task_script_path).
+        script_args: command line given to the script as sys.argv[1:] (task_script_args).
+        launch_external_process: run the script in its own Python process (PyTorch issue).
+    """
+
+    def __init__(
+        self,
+        script: str | None = None,
+        script_args: str = "",
+        launch_external_process: bool = False,
+        task_script_path: str | None = None,
+        task_script_args: str | None = None,
+    ) -> None:
+        script = script or task_script_path
+        if not script:
+            raise ArgError("script", "the path of the site's training script", script)
+        if launch_external_process:
+            raise ArgError("launch_external_process", "false (external processes are not available yet)", True)
+        self.script = script
+        self.script_args = task_script_args if task_script_args is not None else script_args
+        try:
+            self.argv_tail = shlex.split(self.script_args or "")
+        except ValueError as e:
+            raise ArgError("script_args", f"a shell-like argument string ({e})", self.script_args) from None
+        self.session: ScriptSession | None = None
+        self._thread: threading.Thread | None = None
+
+    def validate(self, app: App) -> None:
+        find_script(app, self.script)
+
+    def start(self, ctx: SiteJobContext) -> None:
+        path = find_script(ctx.app, self.script)
+        self.session = ScriptSession(ctx.site, ctx.job_id, ctx.info, ctx.logger)
+        self._thread = threading.Thread(
+            target=self._run_script, args=(path, ctx), name=f"{ctx.site}-script", daemon=True
+        )
+        self._thread.start()
+
+    def _run_script(self, path: Path, ctx: SiteJobContext) -> None:
+        assert self.session is not None
+        bind_session(self.session)
+        threadio.bind([str(path), *self.argv_tail], ctx.log_write)
+        error = None
+        try:
+            with custom_imports(ctx.app):
+                runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as e:
+            if e.code not in (None, 0):
+                error = f"{path.name} called sys.exit({e.code!r})"
+        except BaseException:  # noqa: BLE001 - reported as the site's task failure
+            error = traceback.format_exc()
+            ctx.logger.error(f"{path.name} raised:\n{error}")
+        finally:
+            threadio.unbind()
+            bind_session(None)
+            self.session.script_finished(error)
+
+    def execute(self, task_name: str, model: FLModel, ctx: SiteJobContext) -> FLModel:
+        assert self.session is not None
+        if self.session.script_done:
+            err = self.session.script_error
+            raise ScriptFailed(
+                f"the script ended earlier" + (f" with:\n{err}" if err else " without error")
+            )
+        self.session.deliver(task_name, model)
+        return self.session.wait_result(ctx.abort_event)
+
+    def stop(self, ctx: SiteJobContext) -> None:
+        if self.session is not None:
+            self.session.end()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                ctx.logger.warning("the script did not return within 10s after the job ended")

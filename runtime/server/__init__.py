@@ -1,0 +1,1 @@
+"""The server: engine, job runner, event bus, site registry."""

@@ -1,0 +1,324 @@
+"""Runs one job on the server: build its controllers, deploy to sites, wait for them, run."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, unregister
+from runtime.server.job_workspace import JobWorkspace
+from runtime.server.tasks import GroupOutcome, TaskGroup
+from runtime.transport.base import JobStart, JobState
+
+if TYPE_CHECKING:
+    from runtime.server.engine import ServerEngine
+
+
+class JobStatus:
+    SUBMITTED = "SUBMITTED"
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+    FINAL = frozenset({COMPLETED, FAILED, ABORTED})
+
+
+@dataclass
+class JobContext:
+    """What a controller sees of its job."""
+
+    job_id: str
+    job: Job
+    engine: "ServerEngine"
+    components: ComponentBuilder
+    workspace: JobWorkspace
+    logger: logging.Logger
+    abort_event: threading.Event
+    sites: list[str] = field(default_factory=list)
+    current_group: TaskGroup | None = None
+    last_outcome: GroupOutcome | None = None
+    current_round: int | None = None
+    total_rounds: int | None = None
+    _round_started_at: float = 0.0
+
+    def round_started(self, current_round: int, total_rounds: int, targets: list[str]) -> None:
+        self.current_round, self.total_rounds = current_round, total_rounds
+        self._round_started_at = time.monotonic()
+        self.last_outcome = None
+        self.engine.events.publish(
+            "round_started", job_id=self.job_id, round=current_round, total_rounds=total_rounds,
+            sites=len(targets),
+        )
+        self.logger.info(f"round {current_round + 1}/{total_rounds} started: {len(targets)} sites")
+
+    def round_completed(self, current_round: int, metrics: dict[str, Any]) -> None:
+        o = self.last_outcome
+        record = {
+            "round": current_round,
+            "total_rounds": self.total_rounds,
+            "seconds": round(time.monotonic() - self._round_started_at, 4),
+            "sites_ok": sorted(o.ok_sites) if o else [],
+            "sites_failed": sorted(o.failed) if o else [],
+            "sites_timed_out": sorted(o.timed_out) if o else [],
+            "metrics": metrics,
+        }
+        self.workspace.record_round(record)  # persisted before the round is reported done
+        self.engine.events.publish("round_completed", job_id=self.job_id, **record)
+        self.logger.info(f"round {current_round + 1}/{self.total_rounds} completed: {metrics}")
+
+
+class JobRunner:
+    """Owns one job's life on the server. `prepare()` raises JobError on a bad config."""
+
+    def __init__(
+        self,
+        engine: "ServerEngine",
+        job: Job,
+        sites: list[str],
+        job_id: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.job = job
+        self.job_id = job_id or str(uuid.uuid4())
+        self.targets = [s for s in sites if job.client_app_for(s) is not None]
+        self.overrides = overrides or {}
+        self.ready_timeout = ready_timeout
+        self.status = JobStatus.SUBMITTED
+        self.reason: str | None = None
+        self.failed_sites: list[str] = []
+        self.failure_details: dict[str, str] = {}
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.abort_event = threading.Event()
+        self.aborted_by: str | None = None
+        self.workspace = JobWorkspace(engine.workspace / "jobs" / self.job_id)
+        self.logger = _job_logger(self.job_id, self.workspace.logs_dir / "server.log")
+        self._reports: dict[str, tuple[str, str | None]] = {}
+        self._reports_cond = threading.Condition()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.controllers: list[Any] = []
+        self.ctx: JobContext | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Build the server app's components and workflows; raises JobError."""
+        app = self.job.server_app()
+        cfg = app.server_config
+        if cfg is None:
+            raise JobError(app.name, None, "the app deployed to the server has no config_server.json")
+        builder = ComponentBuilder(app, cfg, variables={"JOB_ID": self.job_id, "SITE_NAME": "server"})
+        with custom_imports(app):
+            builder.build_components()
+            for spec in cfg.workflows:
+                if self.overrides:
+                    spec = _with_overrides(spec, self.overrides)
+                controller = builder.build(spec)
+                if not callable(getattr(controller, "run", None)) or not hasattr(controller, "bind"):
+                    raise JobError(
+                        spec.file, spec.json_path,
+                        f'"{spec.path}" is not a controller (subclass '
+                        f"runtime.workflows.ModelController and write run())",
+                    )
+                self.controllers.append(controller)
+        self.ctx = JobContext(
+            self.job_id, self.job, self.engine, builder, self.workspace, self.logger,
+            self.abort_event,
+        )
+        if not self.targets:
+            raise JobError("meta.json", "deploy_map",
+                           "no site runs this job: the deploy_map gives none of them a client app")
+
+    def start(self) -> None:
+        if self.ctx is None:
+            self.prepare()
+        self.workspace.copy_job_folder(self.job.root)
+        self.engine.add_job_listener(self.job_id, self._on_site_report)
+        self._set_status(JobStatus.SUBMITTED)
+        self._thread = threading.Thread(target=self._run, name=f"job-{self.job_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._done.wait(timeout)
+        return self.status
+
+    def abort(self, by: str = "user") -> None:
+        if self.status in JobStatus.FINAL:
+            return
+        self.aborted_by = by
+        self.abort_event.set()
+        with self._reports_cond:
+            self._reports_cond.notify_all()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # ---- the job thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self.ctx is not None
+        deployed: list[str] = []
+        try:
+            self._set_status(JobStatus.WAITING, reason=f"deploying to {len(self.targets)} sites")
+            for site in self.targets:
+                app = self.job.client_app_for(site)
+                self.engine.start_job_on(site, JobStart(self.job_id, self.job.name, app.name))
+                deployed.append(site)
+            self.ctx.sites = self._wait_ready()
+            self.started_at = time.time()
+            self._set_status(JobStatus.RUNNING)
+            app = self.job.server_app()
+            with custom_imports(app):
+                for controller in self.controllers:
+                    if self.abort_event.is_set():
+                        break
+                    controller.bind(self.ctx)
+                    controller.run()
+            if self.abort_event.is_set():
+                self._set_status(JobStatus.ABORTED, reason=f"aborted by {self.aborted_by}")
+            else:
+                self._set_status(JobStatus.COMPLETED)
+        except BaseException as e:  # noqa: BLE001 - any failure ends the job, with its reason
+            self._fail(e)
+        finally:
+            for site in deployed:
+                self.engine.end_job_on(site, self.job_id, self.status)
+            self.engine.remove_job_listener(self.job_id)
+            unregister(app_key(self.job.server_app()))
+            self.ended_at = time.time()
+            self._write_status()
+            for h in list(self.logger.handlers):
+                h.close()
+                self.logger.removeHandler(h)
+            self._done.set()
+
+    def _fail(self, e: BaseException) -> None:
+        from runtime.workflows.base import JobAborted, JobFailed
+
+        if isinstance(e, JobAborted) or self.abort_event.is_set():
+            self._set_status(JobStatus.ABORTED, reason=f"aborted by {self.aborted_by}")
+            return
+        if isinstance(e, JobFailed):
+            self.failed_sites, self.failure_details = e.sites, e.details
+            reason = str(e)
+        else:
+            tb = traceback.format_exception(type(e), e, e.__traceback__)
+            self.failure_details = {"server": "".join(tb)}
+            reason = f"controller raised {type(e).__name__}: {e}"
+        if self.ctx and self.ctx.current_round is not None:
+            reason = f"round {self.ctx.current_round + 1}: {reason}"
+        self.logger.error(reason)
+        for site, detail in self.failure_details.items():
+            self.logger.error(f"{site}:\n{detail}")
+        self._set_status(JobStatus.FAILED, reason=reason)
+
+    def _on_site_report(self, site: str, state: str, detail: str | None) -> None:
+        with self._reports_cond:
+            self._reports[site] = (state, detail)
+            self._reports_cond.notify_all()
+        if state == JobState.FAILED and self.status == JobStatus.RUNNING:
+            self.logger.warning(f"{site} reported its job part failed: {detail}")
+
+    def _wait_ready(self) -> list[str]:
+        """Sites that deployed the app: all targets, or at least min_clients after the wait."""
+        from runtime.workflows.base import JobFailed
+
+        deadline = time.monotonic() + self.ready_timeout
+        with self._reports_cond:
+            while len(self._reports) < len(self.targets) and not self.abort_event.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._reports_cond.wait(min(left, 0.5))
+            reports = dict(self._reports)
+        ready = [s for s in self.targets if reports.get(s, ("",))[0] == JobState.READY]
+        failed = {s: r[1] or "failed" for s, r in reports.items() if r[0] == JobState.FAILED}
+        missing = [s for s in self.targets if s not in reports]
+        mandatory_bad = [s for s in self.job.mandatory_clients if s not in ready]
+        if self.abort_event.is_set():
+            from runtime.workflows.base import JobAborted
+
+            raise JobAborted("aborted while waiting for sites")
+        if len(ready) < self.job.min_clients or mandatory_bad:
+            parts = [f"{len(ready)} of {len(self.targets)} sites ready, min_clients={self.job.min_clients}"]
+            if mandatory_bad:
+                parts.append("mandatory sites not ready: " + ", ".join(mandatory_bad))
+            if failed:
+                parts.append("failed to start: " + ", ".join(sorted(failed)))
+            if missing:
+                parts.append(f"no answer after {self.ready_timeout:g}s: " + ", ".join(missing))
+            raise JobFailed("; ".join(parts), sites=sorted(failed) + missing, details=failed)
+        if failed or missing:
+            self.logger.warning(
+                f"starting with {len(ready)} of {len(self.targets)} sites "
+                f"(min_clients={self.job.min_clients}); failed: {sorted(failed)}, no answer: {missing}"
+            )
+        return ready
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def _set_status(self, status: str, reason: str | None = None) -> None:
+        self.status = status
+        if reason is not None:
+            self.reason = reason
+        self.logger.info(f"job {self.job_id} {status}" + (f": {reason}" if reason else ""))
+        self.engine.events.publish(
+            "job_status", job_id=self.job_id, name=self.job.name, status=status, reason=reason,
+            sites=self.failed_sites or None,
+        )
+        self._write_status()
+
+    def _write_status(self) -> None:
+        self.workspace.write_status(self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "name": self.job.name,
+            "status": self.status,
+            "reason": self.reason,
+            "failed_sites": self.failed_sites,
+            "failure_details": self.failure_details,
+            "sites": self.targets,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "current_round": self.ctx.current_round if self.ctx else None,
+            "total_rounds": self.ctx.total_rounds if self.ctx else None,
+        }
+
+
+def _with_overrides(spec: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a workflow spec with the args named in `overrides` replaced (e.g. num_rounds)."""
+    import dataclasses
+
+    import importlib
+    import inspect
+
+    args = dict(spec.args)
+    module, _, name = spec.path.rpartition(".")
+    try:
+        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        params = {}
+    for key, value in overrides.items():
+        if key in args or key in params:
+            args[key] = value
+    return dataclasses.replace(spec, args=args)
+
+
+def _job_logger(job_id: str, path) -> logging.Logger:
+    logger = logging.Logger(f"job.{job_id[:8]}", logging.INFO)  # unregistered: no leak per job
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger

@@ -1,0 +1,97 @@
+"""A job's folder on the server: status, per-round records, metrics.jsonl, the global model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.model import FLModel
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` so a crash leaves either the old file or the new one, never half of each."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """An array for saving: numpy as is, torch tensors moved to CPU numpy."""
+    if isinstance(value, np.ndarray):
+        return value
+    detach = getattr(value, "detach", None)
+    if callable(detach):  # torch tensor; bfloat16 has no numpy dtype, widen it to float32
+        t = detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.numpy()
+    return np.asarray(value)
+
+
+def save_params_npz(path: Path, params: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **{k: to_numpy(v) for k, v in params.items()})
+    os.replace(tmp, path)
+
+
+def load_params_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class JobWorkspace:
+    """`<server workspace>/jobs/<job id>/` and what is written in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.result_dir = self.root / "result"
+        self.rounds_dir = self.root / "rounds"
+        self.logs_dir = self.root / "logs"
+        for d in (self.root, self.result_dir, self.rounds_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.metrics_file = self.root / "metrics.jsonl"
+        self.status_file = self.root / "status.json"
+        self._lock = threading.Lock()
+
+    def copy_job_folder(self, src: Path) -> None:
+        dest = self.root / "job"
+        if not dest.exists():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        atomic_write_text(self.status_file, json.dumps(status, indent=2, default=str))
+
+    def record_round(self, record: dict[str, Any]) -> None:
+        """Persist one finished round before it is reported done."""
+        r = record["round"]
+        atomic_write_text(
+            self.rounds_dir / f"round_{r:05d}.json", json.dumps(record, indent=2, default=str)
+        )
+        with self._lock, open(self.metrics_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"ts": time.time(), **record}, default=str) + "\n")
+            f.flush()
+
+    def save_model(self, model: FLModel, name: str = "global_model") -> Path:
+        path = self.result_dir / f"{name}.npz"
+        if model.params is not None:
+            save_params_npz(path, model.params)
+        info = {
+            "params_type": str(model.params_type) if model.params_type else None,
+            "current_round": model.current_round,
+            "total_rounds": model.total_rounds,
+            "metrics": model.metrics,
+            "meta": model.meta,
+            "saved_at": time.time(),
+        }
+        atomic_write_text(self.result_dir / f"{name}.json", json.dumps(info, indent=2, default=str))
+        return path

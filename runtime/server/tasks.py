@@ -1,0 +1,144 @@
+"""Task groups: one model sent to many sites, results matched by task id as they arrive."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from runtime.model import FLModel
+from runtime.transport.base import TaskResult
+
+if TYPE_CHECKING:
+    from runtime.server.engine import ServerEngine
+
+
+class TaskGroupError(RuntimeError):
+    """A group could not reach the responses it needed, or a result callback raised."""
+
+    def __init__(self, message: str, sites: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.sites = sites or []
+
+
+@dataclass
+class GroupOutcome:
+    """What came back from a task group."""
+
+    results: list[TaskResult] = field(default_factory=list)  # ok results (empty with a callback)
+    ok_sites: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # site -> error text
+    timed_out: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)  # no longer awaited (abort, or hopeless)
+    seconds: float = 0.0
+
+
+class TaskGroup:
+    """Sends `model` as task `task_name` to `targets` and collects the results.
+
+    With `callback`, each ok result is handed to it (serialised, in arrival order) and dropped,
+    so memory stays O(model) however many sites report.
+    """
+
+    def __init__(
+        self,
+        engine: "ServerEngine",
+        job_id: str,
+        task_name: str,
+        model: FLModel,
+        targets: list[str],
+        timeout: float | None = None,
+        callback: Callable[[TaskResult], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self.job_id = job_id
+        self.task_name = task_name
+        self._model = model
+        self.targets = list(targets)
+        self.timeout = timeout
+        self._callback = callback
+        self._cond = threading.Condition()
+        self._pending: dict[str, str] = {}  # task_id -> site
+        self._callback_error: BaseException | None = None
+        self.outcome = GroupOutcome()
+        self._started = 0.0
+
+    def dispatch(self) -> None:
+        self._started = time.monotonic()
+        for site in self.targets:
+            task_id = self._engine.assign_task(
+                self.job_id, site, self.task_name, self._model, self.timeout, self._on_result
+            )
+            with self._cond:
+                self._pending[task_id] = site
+
+    def _on_result(self, result: TaskResult) -> None:
+        with self._cond:
+            site = self._pending.pop(result.task_id, None)
+            if site is None:
+                return
+            if not result.ok:
+                self.outcome.failed[site] = result.error or "failed without an error message"
+            elif self._callback is not None and self._callback_error is None:
+                try:
+                    self._callback(result)
+                    self.outcome.ok_sites.append(site)
+                except BaseException as e:  # noqa: BLE001 - surfaced to the controller
+                    self._callback_error = e
+                    self.outcome.failed[site] = f"aggregating its result failed: {e!r}"
+            else:
+                self.outcome.ok_sites.append(site)
+                self.outcome.results.append(result)
+            self._cond.notify_all()
+
+    def wait(self, min_responses: int, abort: threading.Event | None = None) -> GroupOutcome:
+        """Block until every target answered, or `min_responses` became unreachable, or the
+        timeout passed, or `abort` was set. Raises TaskGroupError when fewer than
+        `min_responses` sites succeeded."""
+        deadline = None if self.timeout is None else self._started + self.timeout
+        timed_out = False
+        with self._cond:
+            while self._pending:
+                if abort is not None and abort.is_set():
+                    break
+                if len(self.outcome.ok_sites) + len(self._pending) < min_responses:
+                    break  # even if every pending site succeeds, it is not enough
+                remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                self._cond.wait(remaining)
+            leftover = dict(self._pending)
+            self._pending.clear()
+        for task_id, site in leftover.items():
+            self._engine.cancel_task(task_id)
+            if timed_out:
+                self.outcome.timed_out.append(site)
+            else:
+                self.outcome.cancelled.append(site)
+        self.outcome.seconds = time.monotonic() - self._started
+        if self._callback_error is not None:
+            raise TaskGroupError(
+                f"task '{self.task_name}': result callback failed: {self._callback_error!r}"
+            ) from self._callback_error
+        if abort is not None and abort.is_set():
+            return self.outcome
+        if len(self.outcome.ok_sites) < min_responses:
+            raise TaskGroupError(self._shortfall(min_responses), self._bad_sites())
+        return self.outcome
+
+    def _bad_sites(self) -> list[str]:
+        return sorted(self.outcome.failed) + sorted(self.outcome.timed_out)
+
+    def _shortfall(self, min_responses: int) -> str:
+        o = self.outcome
+        parts = [
+            f"task '{self.task_name}': {len(o.ok_sites)} of {len(self.targets)} sites succeeded, "
+            f"{min_responses} required"
+        ]
+        if o.failed:
+            parts.append("failed: " + ", ".join(sorted(o.failed)))
+        if o.timed_out:
+            parts.append(f"timed out after {self.timeout:g}s: " + ", ".join(sorted(o.timed_out)))
+        return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""The simulator: a server and N sites in this process."""

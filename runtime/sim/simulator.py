@@ -1,0 +1,234 @@
+"""The simulator: one server engine and N sites in this process, over the in-process transport.
+
+It is not a second implementation: the same engine, job runner, controllers, site agents and
+executors as a real federation run here; only the transport differs.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.client.agent import SiteAgent
+from runtime.client.sitelog import LogSink
+from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_job
+from runtime.jobs.errors import ArgError, render
+from runtime.server.engine import ServerEngine
+from runtime.server.job_runner import JobRunner, JobStatus
+from runtime.transport.inproc import InProcTransport
+
+DEFAULT_WORKSPACE_ROOT = Path("/tmp/flshell/simulation")
+
+
+class SimUsageError(ValueError):
+    """A bad simulator argument (site count, names, GPU list...)."""
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    """'0,1' -> ['0', '1']; '[0,1],[2,3]' -> ['0,1', '2,3'] (one group per worker)."""
+    if not text:
+        return []
+    text = text.replace(" ", "")
+    if "[" in text:
+        groups = re.findall(r"\[([0-9,]+)\]", text)
+        if not groups or re.sub(r"\[[0-9,]+\],?", "", text):
+            raise SimUsageError(f"-gpu {text}: expected ids like 0,1 or groups like [0,1],[2,3]")
+        return [",".join(g for g in grp.split(",") if g) for grp in groups]
+    ids = text.split(",")
+    if not all(i.isdigit() for i in ids):
+        raise SimUsageError(f"-gpu {text}: expected comma-separated GPU ids like 0,1")
+    return ids
+
+
+def resolve_sites(job: Job, n_clients: int | None, clients: list[str] | None) -> list[str]:
+    """-c names first, else -n (site-1..site-N), else the deploy_map's names, else 2 sites."""
+    if clients:
+        names = [c.strip() for c in clients if c.strip()]
+        dupes = sorted({c for c in names if names.count(c) > 1})
+        if dupes:
+            raise SimUsageError(f"-c: duplicate site names: {', '.join(dupes)}")
+        bad = [c for c in names if not re.fullmatch(r"[A-Za-z0-9_.@-]+", c) or c == "server"]
+        if bad:
+            raise SimUsageError(f"-c: invalid site names: {', '.join(bad)} (letters, digits, _ . @ -)")
+        return names
+    if n_clients is not None:
+        if n_clients < 1:
+            raise SimUsageError(f"-n {n_clients}: need at least 1 site")
+        return [f"site-{i}" for i in range(1, n_clients + 1)]
+    return job.named_sites() or ["site-1", "site-2"]
+
+
+@dataclass
+class SimulationResult:
+    job_id: str
+    job_name: str
+    status: str
+    reason: str | None
+    failed_sites: list[str]
+    failure_details: dict[str, str]
+    rounds_completed: int
+    total_rounds: int | None
+    wall_time: float
+    metrics: dict[str, Any]
+    workspace: Path
+    job_dir: Path
+    result_dir: Path
+    server_log: Path
+    site_logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == JobStatus.COMPLETED
+
+
+class Simulator:
+    """`prepare()` (raises JobError / SimUsageError), `start()`, then `wait()` -> result."""
+
+    def __init__(
+        self,
+        job_folder: str | Path,
+        workspace: str | Path | None = None,
+        n_clients: int | None = None,
+        clients: list[str] | None = None,
+        threads: int | None = None,
+        gpu: str | None = None,
+        max_clients: int = 100,
+        rounds: int | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.job_folder = Path(job_folder)
+        self.workspace_arg = workspace
+        self.n_clients, self.clients = n_clients, clients
+        self.threads, self.gpu_arg = threads, gpu
+        self.max_clients, self.rounds = max_clients, rounds
+        self.ready_timeout = ready_timeout
+        self.job: Job | None = None
+        self.sites: list[str] = []
+        self.engine: ServerEngine | None = None
+        self.runner: JobRunner | None = None
+        self.agents: list[SiteAgent] = []
+        self._sink: LogSink | None = None
+        self._t0 = 0.0
+
+    @property
+    def events(self):
+        assert self.engine is not None, "call prepare() first"
+        return self.engine.events
+
+    def prepare(self) -> None:
+        self.job = load_job(self.job_folder)
+        self.sites = resolve_sites(self.job, self.n_clients, self.clients)
+        if len(self.sites) > self.max_clients:
+            raise SimUsageError(
+                f"{len(self.sites)} sites exceed the cap of {self.max_clients}; "
+                f"raise it with -m {len(self.sites)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise SimUsageError(f"-t {self.threads}: need at least 1 thread")
+        if self.rounds is not None and self.rounds < 1:
+            raise SimUsageError(f"--rounds {self.rounds}: need at least 1 round")
+        self.gpus = parse_gpus(self.gpu_arg)
+        root = Path(self.workspace_arg) if self.workspace_arg else DEFAULT_WORKSPACE_ROOT / self.job.name
+        self.workspace = root.resolve()
+        self.engine = ServerEngine(self.workspace / "server")
+        overrides = {"num_rounds": self.rounds} if self.rounds else None
+        self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
+                                ready_timeout=self.ready_timeout)
+        self.runner.prepare()
+        if self.rounds and not any("num_rounds" in getattr(c, "__dict__", {}) for c in self.runner.controllers):
+            raise SimUsageError("--rounds: no workflow of this job has num_rounds")
+        self._check_client_apps()
+
+    def _check_client_apps(self) -> None:
+        """Build each client app once, up front, so config errors stop the run before it starts."""
+        assert self.job is not None
+        checked: set[str] = set()
+        for site in self.sites:
+            app = self.job.client_app_for(site)
+            if app is None or app.name in checked:
+                continue
+            checked.add(app.name)
+            if app.client_config is None:
+                raise JobError(app.name, None,
+                               f"deployed to {site} but has no config/config_client.json")
+            builder = ComponentBuilder(app, app.client_config, variables={"SITE_NAME": site, "JOB_ID": "preflight"})
+            with custom_imports(app):
+                builder.build_components()
+                for i, spec in enumerate(app.client_config.executors):
+                    executor = builder.build(spec.executor)
+                    validate = getattr(executor, "validate", None)
+                    if callable(validate):
+                        try:
+                            validate(app)
+                        except ArgError as e:
+                            where = spec.executor
+                            raise JobError(where.file, f"{where.json_path}.args.{e.arg}",
+                                           f"expected {e.expected}, got {render(e.got)}") from None
+
+    def start(self) -> None:
+        assert self.runner is not None and self.engine is not None and self.job is not None
+        self._t0 = time.monotonic()
+        self._sink = LogSink()
+        transport = InProcTransport(self.engine)
+        n_threads = self.threads or len(self.sites)
+        gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
+        job = self.job
+        for i, site in enumerate(self.sites):
+            info: dict[str, Any] = {"simulated": True}
+            if self.gpus:
+                info["gpu"] = self.gpus[i % len(self.gpus)]
+            agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],
+                              self.workspace / site, self._sink, gate, info)
+            self.agents.append(agent)
+        for agent in self.agents:
+            agent.start()
+        self.runner.start()
+
+    def abort(self, by: str = "user") -> None:
+        if self.runner is not None:
+            self.runner.abort(by)
+
+    def wait(self, timeout: float | None = None) -> SimulationResult:
+        assert self.runner is not None
+        try:
+            self.runner.wait(timeout)
+        finally:
+            self.shutdown()
+        return self.result()
+
+    def shutdown(self) -> None:
+        """Let sites finish their job's end (scripts return, logs flush), then stop them."""
+        deadline = time.monotonic() + 10
+        while any(a.busy for a in self.agents) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for agent in self.agents:
+            agent.request_stop()
+        if self.engine is not None:
+            self.engine.close()
+        for agent in self.agents:
+            agent.stop(timeout=5)
+        if self._sink is not None:
+            self._sink.close()
+
+    def result(self) -> SimulationResult:
+        assert self.runner is not None and self.job is not None
+        r = self.runner
+        rounds = sorted(r.workspace.rounds_dir.glob("round_*.json"))
+        metrics: dict[str, Any] = {}
+        if rounds:
+            import json
+
+            metrics = json.loads(rounds[-1].read_text()).get("metrics", {})
+        return SimulationResult(
+            job_id=r.job_id, job_name=self.job.name, status=r.status, reason=r.reason,
+            failed_sites=r.failed_sites, failure_details=r.failure_details,
+            rounds_completed=len(rounds), total_rounds=r.ctx.total_rounds if r.ctx else None,
+            wall_time=time.monotonic() - self._t0, metrics=metrics, workspace=self.workspace,
+            job_dir=r.workspace.root, result_dir=r.workspace.result_dir,
+            server_log=r.workspace.logs_dir / "server.log",
+            site_logs={s: self.workspace / s / "jobs" / r.job_id / "log.txt" for s in self.sites},
+        )

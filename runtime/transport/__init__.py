@@ -1,0 +1,27 @@
+"""Transports between sites and the server: the interface and its implementations."""
+
+from runtime.transport.base import (
+    FLHandler,
+    JobEnd,
+    JobStart,
+    JobState,
+    SiteMessage,
+    SiteTransport,
+    TaskAssignment,
+    TaskResult,
+    TransportError,
+)
+from runtime.transport.inproc import InProcTransport
+
+__all__ = [
+    "FLHandler",
+    "InProcTransport",
+    "JobEnd",
+    "JobStart",
+    "JobState",
+    "SiteMessage",
+    "SiteTransport",
+    "TaskAssignment",
+    "TaskResult",
+    "TransportError",
+]

@@ -1,0 +1,118 @@
+"""The transport seam: messages between sites and the server, and the interface that carries them.
+
+The server side is one plain handler (`FLHandler`, implemented by `ServerEngine`); a transport
+carries a site's calls to it. The in-process transport calls the handler directly; the gRPC one
+(next issue) serialises the same messages. Both must pass `tests/contract/`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
+
+from runtime.model import FLModel
+
+
+class TransportError(RuntimeError):
+    """A call could not be carried or was refused by the server (unknown site, bad task id...)."""
+
+
+@dataclass
+class JobStart:
+    """Server -> site: deploy this job's client app and report when ready."""
+
+    job_id: str
+    job_name: str
+    app_name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskAssignment:
+    """Server -> site: run `task_name` on `model` and submit a `TaskResult` with this task_id."""
+
+    task_id: str
+    job_id: str
+    task_name: str
+    model: FLModel
+    timeout: float | None = None
+
+
+@dataclass
+class JobEnd:
+    """Server -> site: the job is over; stop its executors and free what it holds."""
+
+    job_id: str
+    status: str
+
+
+SiteMessage = Union[JobStart, TaskAssignment, JobEnd]
+
+
+@dataclass
+class TaskResult:
+    """Site -> server: the outcome of one task."""
+
+    task_id: str
+    job_id: str
+    site: str
+    ok: bool
+    model: FLModel | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class JobState:
+    """What a site reports about its part of a job."""
+
+    READY = "ready"
+    FAILED = "failed"
+    FINISHED = "finished"
+
+
+class FLHandler(Protocol):
+    """The server's site-facing calls, free of any transport."""
+
+    def register(self, site: str, info: dict[str, Any]) -> dict[str, Any]: ...
+
+    def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]: ...
+
+    def poll(self, site: str, timeout: float) -> SiteMessage | None: ...
+
+    def submit_result(self, result: TaskResult) -> None: ...
+
+    def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None: ...
+
+    def goodbye(self, site: str) -> None: ...
+
+
+class SiteTransport(abc.ABC):
+    """A site's connection to the server. One instance may serve many sites (the simulator)."""
+
+    @abc.abstractmethod
+    def register(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Announce the site; returns server settings (e.g. heartbeat interval)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Report liveness and load; returns server hints."""
+
+    @abc.abstractmethod
+    def poll(self, site: str, timeout: float) -> SiteMessage | None:
+        """Wait up to `timeout` seconds for the next message for this site; None if none came."""
+
+    @abc.abstractmethod
+    def submit_result(self, result: TaskResult) -> None:
+        """Hand a task's result to the server. Raises TransportError if the server refuses it."""
+
+    @abc.abstractmethod
+    def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
+        """Tell the server the site's job is ready, failed (with detail) or finished."""
+
+    @abc.abstractmethod
+    def goodbye(self, site: str) -> None:
+        """The site is leaving on purpose."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""

@@ -1,0 +1,142 @@
+"""FedAvg: sample sites, send the global model, fold results in as they arrive, repeat."""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any
+
+from runtime.jobs.errors import ArgError, check_positive_int
+from runtime.model import FLModel, ParamsType
+from runtime.workflows.aggregators import WeightedAggregator, apply_diff
+from runtime.workflows.base import JobFailed, ModelController
+from runtime.workflows.persistors import params_from_json
+
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+        "==": operator.eq}
+_COND = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*(>=|<=|==|>|<)\s*(-?[\d.]+(?:e-?\d+)?)\s*$")
+
+
+def parse_stop_cond(text: str) -> tuple[str, str, float]:
+    m = _COND.match(text or "")
+    if not m:
+        raise ArgError("stop_cond", 'a condition like "accuracy >= 0.9"', text)
+    return m.group(1), m.group(2), float(m.group(3))
+
+
+class FedAvg(ModelController):
+    """Federated averaging (McMahan et al.) with in-time aggregation.
+
+    Args:
+        num_rounds: rounds to run.
+        min_clients: results needed for a round to count (default: the job's min_clients).
+        num_clients: sites sampled each round (default: every ready site).
+        initial_model: the starting params as {name: nested list}, when no persistor is set.
+        persistor_id: a component with load_model()/save_model() for the global model.
+        aggregator_id: a component with reset()/accept(FLModel)/result() (default: weighted mean
+            by meta["NUM_STEPS_CURRENT_ROUND"]).
+        stop_cond: stop early when the round's aggregated metric meets it, e.g. "accuracy >= 0.9".
+        key_metric: metric whose best value selects the model saved as best_global_model.
+        key_metric_mode: "max" (default) or "min".
+        timeout: seconds a round waits for results (default: no limit).
+    """
+
+    def __init__(
+        self,
+        num_rounds: int = 5,
+        min_clients: int | None = None,
+        num_clients: int | None = None,
+        initial_model: dict | None = None,
+        persistor_id: str | None = None,
+        aggregator_id: str | None = None,
+        task_name: str = "train",
+        stop_cond: str | None = None,
+        key_metric: str | None = None,
+        key_metric_mode: str = "max",
+        timeout: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(persistor_id=persistor_id, seed=seed)
+        check_positive_int("num_rounds", num_rounds)
+        if min_clients is not None:
+            check_positive_int("min_clients", min_clients)
+        if num_clients is not None:
+            check_positive_int("num_clients", num_clients)
+            if min_clients is not None and min_clients > num_clients:
+                raise ArgError("min_clients", f"at most num_clients ({num_clients})", min_clients)
+        if key_metric_mode not in ("max", "min"):
+            raise ArgError("key_metric_mode", '"max" or "min"', key_metric_mode)
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ArgError("timeout", "a positive number of seconds", timeout)
+        self.stop = parse_stop_cond(stop_cond) if stop_cond else None
+        self.initial_params = params_from_json(initial_model, "initial_model") if initial_model else None
+        self.num_rounds = num_rounds
+        self.min_clients = min_clients
+        self.num_clients = num_clients
+        self.aggregator_id = aggregator_id
+        self.task_name = task_name
+        self.key_metric = key_metric
+        self.key_metric_mode = key_metric_mode
+        self.timeout = timeout
+        self.best_metric: float | None = None
+
+    def load_model(self) -> FLModel:
+        if self.persistor_id is None and self.initial_params is not None:
+            return FLModel(params=dict(self.initial_params), params_type=ParamsType.FULL)
+        return super().load_model()
+
+    def run(self) -> None:
+        aggregator = (
+            self.get_component(self.aggregator_id) if self.aggregator_id else WeightedAggregator()
+        )
+        model = self.load_model()
+        need = self.min_clients or self.ctx.job.min_clients
+        self.info(f"FedAvg: {self.num_rounds} rounds over {len(self.sites)} sites, "
+                  f"{need} results needed per round")
+        start = model.current_round + 1 if model.current_round is not None else 0
+        for r in range(start, self.num_rounds):
+            targets = self.sample_clients(self.num_clients)
+            if need > len(targets):
+                raise JobFailed(f"min_clients={need} but only {len(targets)} sites are ready")
+            self.round_started(r, self.num_rounds, targets)
+            model.current_round, model.total_rounds = r, self.num_rounds
+            aggregator.reset()
+            self.send_model_and_wait(
+                self.task_name, model, targets, min_responses=need, timeout=self.timeout,
+                callback=aggregator.accept,
+            )
+            agg = aggregator.result()
+            metrics = agg.metrics or {}
+            self._track_best(model, metrics, r)
+            params = model.params
+            if agg.params is not None:
+                params = apply_diff(model.params or {}, agg.params) if agg.params_type == ParamsType.DIFF else agg.params
+            model = FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics,
+                            current_round=r, total_rounds=self.num_rounds)
+            self.save_model(model)
+            self.round_completed(r, metrics)
+            if self.stop and self._met(metrics):
+                self.info(f"stop condition {self.stop[0]} {self.stop[1]} {self.stop[2]:g} met "
+                          f"in round {r + 1}: stopping early")
+                break
+            if self.is_aborted():
+                break
+
+    def _met(self, metrics: dict[str, Any]) -> bool:
+        key, op, value = self.stop
+        return key in metrics and _OPS[op](metrics[key], value)
+
+    def _track_best(self, sent: FLModel, metrics: dict[str, Any], r: int) -> None:
+        """Sites report metrics of the model they received, so a good metric crowns `sent`."""
+        if not self.key_metric or self.key_metric not in metrics:
+            return
+        value = float(metrics[self.key_metric])
+        better = (self.best_metric is None
+                  or (value > self.best_metric if self.key_metric_mode == "max" else value < self.best_metric))
+        if better and sent.params is not None:
+            self.best_metric = value
+            best = FLModel(params=sent.params, params_type=ParamsType.FULL,
+                           metrics={self.key_metric: value}, current_round=r,
+                           total_rounds=self.num_rounds)
+            self.ctx.workspace.save_model(best, "best_global_model")
+            self.info(f"new best {self.key_metric}={value:g} (round {r + 1})")

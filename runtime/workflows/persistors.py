@@ -1,0 +1,59 @@
+"""Model persistors: where a workflow's initial model comes from and where it is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.jobs.errors import ArgError
+from runtime.model import FLModel, ParamsType
+from runtime.server.job_workspace import load_params_npz, save_params_npz
+
+
+def params_from_json(value: Any, arg: str) -> dict[str, np.ndarray]:
+    """{name: nested list of numbers} -> {name: float64/int64 array}; ArgError otherwise."""
+    if not isinstance(value, dict) or not value:
+        raise ArgError(arg, "an object of name -> array (nested lists of numbers)", value)
+    out = {}
+    for name, data in value.items():
+        try:
+            arr = np.asarray(data)
+        except ValueError:
+            raise ArgError(f"{arg}.{name}", "a rectangular nested list of numbers", data) from None
+        if arr.dtype.kind not in "biuf":
+            raise ArgError(f"{arg}.{name}", "numbers", data)
+        out[name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+    return out
+
+
+class NumpyModelPersistor:
+    """Loads the initial params from an .npz file or inline JSON and saves the last model.
+
+    Args:
+        initial_model: {name: nested list}, used when `path` is not given or does not exist.
+        path: an .npz file (relative paths are against the app folder) read at start.
+    """
+
+    def __init__(self, initial_model: dict | None = None, path: str | None = None) -> None:
+        if initial_model is None and path is None:
+            raise ArgError("initial_model", "initial_model or path", None)
+        self.initial = params_from_json(initial_model, "initial_model") if initial_model else None
+        self.path = path
+        self.app_dir: Path | None = None
+        self.last: FLModel | None = None
+
+    def load_model(self) -> FLModel:
+        if self.path:
+            p = Path(self.path)
+            if not p.is_absolute() and self.app_dir is not None:
+                p = self.app_dir / p
+            if p.exists():
+                return FLModel(params=load_params_npz(p), params_type=ParamsType.FULL)
+            if self.initial is None:
+                raise FileNotFoundError(f"NumpyModelPersistor: no model file {p}")
+        return FLModel(params=dict(self.initial), params_type=ParamsType.FULL)
+
+    def save_model(self, model: FLModel) -> None:
+        self.last = model

@@ -1,0 +1,201 @@
+"""The transport contract: what any SiteTransport must do, tested against a real engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from runtime.model import FLModel, ParamsType
+from runtime.transport import (
+    JobEnd,
+    JobStart,
+    JobState,
+    TaskAssignment,
+    TaskResult,
+    TransportError,
+)
+
+
+def _assign(engine, site="site-1", model=None, results=None):
+    results = results if results is not None else []
+    model = model or FLModel(params={"w": np.arange(6.0).reshape(2, 3)}, meta={"k": 1})
+    task_id = engine.assign_task("job-1", site, "train", model, None, results.append)
+    return task_id, results
+
+
+def test_register_then_poll_returns_none_when_idle(wired):
+    engine, t = wired
+    reply = t.register("site-1", {"cpu": 2})
+    assert reply["heartbeat_interval"] > 0
+    t0 = time.monotonic()
+    assert t.poll("site-1", 0.2) is None
+    assert time.monotonic() - t0 >= 0.15
+    assert engine.sites.get("site-1").info["cpu"] == 2
+
+
+def test_unregistered_site_is_refused(wired):
+    _, t = wired
+    with pytest.raises(TransportError, match="not registered"):
+        t.poll("ghost", 0.01)
+    with pytest.raises(TransportError, match="not registered"):
+        t.heartbeat("ghost", {})
+
+
+def test_messages_arrive_in_order(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    engine.start_job_on("site-1", JobStart("job-1", "j", "app"))
+    task_id, _ = _assign(engine)
+    engine.end_job_on("site-1", "job-2", "COMPLETED")
+    first, second, third = (t.poll("site-1", 1) for _ in range(3))
+    assert isinstance(first, JobStart) and first.app_name == "app"
+    assert isinstance(second, TaskAssignment) and second.task_id == task_id
+    assert isinstance(third, JobEnd) and third.status == "COMPLETED"
+
+
+def test_poll_wakes_when_a_task_is_queued(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    got = []
+    th = threading.Thread(target=lambda: got.append(t.poll("site-1", 5)))
+    th.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    _assign(engine)
+    th.join(5)
+    assert isinstance(got[0], TaskAssignment)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_task_model_round_trips_and_is_detached(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    original = np.arange(6.0).reshape(2, 3)
+    model = FLModel(params={"w": original}, params_type=ParamsType.DIFF, metrics={"a": 0.5},
+                    meta={"nested": {"x": [1, 2]}}, current_round=3, total_rounds=7)
+    _assign(engine, model=model)
+    msg = t.poll("site-1", 1)
+    got = msg.model
+    np.testing.assert_array_equal(got.params["w"], original)
+    assert got.params_type == ParamsType.DIFF
+    assert (got.metrics, got.meta, got.current_round, got.total_rounds) == (
+        {"a": 0.5}, {"nested": {"x": [1, 2]}}, 3, 7)
+    got.params["w"] += 100  # the site's copy is its own
+    got.meta["nested"]["x"].append(3)
+    np.testing.assert_array_equal(original, np.arange(6.0).reshape(2, 3))
+    assert model.meta == {"nested": {"x": [1, 2]}}
+
+
+def test_result_is_matched_by_task_id(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    task_id, results = _assign(engine)
+    msg = t.poll("site-1", 1)
+    sent = np.ones(3)
+    t.submit_result(TaskResult(msg.task_id, "job-1", "site-1", True,
+                               FLModel(params={"w": sent}, metrics={"loss": 0.25})))
+    assert len(results) == 1 and results[0].task_id == task_id
+    np.testing.assert_array_equal(results[0].model.params["w"], sent)
+    sent += 1  # the server's copy is its own
+    assert results[0].model.params["w"][0] == 1.0
+    assert results[0].model.metrics == {"loss": 0.25}
+
+
+def test_failed_result_carries_the_error(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    _, results = _assign(engine)
+    msg = t.poll("site-1", 1)
+    t.submit_result(TaskResult(msg.task_id, "job-1", "site-1", False, None, "Traceback...\nValueError: boom"))
+    assert results[0].ok is False and "boom" in results[0].error
+
+
+def test_unknown_or_duplicate_result_is_refused(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    t.register("site-2", {})
+    _assign(engine)
+    msg = t.poll("site-1", 1)
+    with pytest.raises(TransportError, match="not expected"):
+        t.submit_result(TaskResult("nope", "job-1", "site-1", True, FLModel(params={})))
+    with pytest.raises(TransportError, match="assigned to site-1"):
+        t.submit_result(TaskResult(msg.task_id, "job-1", "site-2", True, FLModel(params={})))
+    t.submit_result(TaskResult(msg.task_id, "job-1", "site-1", True, FLModel(params={})))
+    with pytest.raises(TransportError, match="not expected"):
+        t.submit_result(TaskResult(msg.task_id, "job-1", "site-1", True, FLModel(params={})))
+
+
+def test_cancelled_task_result_is_refused(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    task_id, results = _assign(engine)
+    t.poll("site-1", 1)
+    engine.cancel_task(task_id)
+    with pytest.raises(TransportError):
+        t.submit_result(TaskResult(task_id, "job-1", "site-1", True, FLModel(params={})))
+    assert results == []
+
+
+def test_non_json_metadata_fails_the_task_not_the_server(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    _, results = _assign(engine)
+    msg = t.poll("site-1", 1)
+    t.submit_result(TaskResult(msg.task_id, "job-1", "site-1", True,
+                               FLModel(params={}, meta={"bad": {1, 2}})))
+    assert results[0].ok is False
+    assert "meta" in results[0].error
+
+
+def test_job_reports_reach_the_listener(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    seen = []
+    engine.add_job_listener("job-1", lambda site, state, detail: seen.append((site, state, detail)))
+    t.report_job("site-1", "job-1", JobState.READY)
+    t.report_job("site-1", "job-1", JobState.FAILED, "no script")
+    assert seen == [("site-1", "ready", None), ("site-1", "failed", "no script")]
+
+
+def test_goodbye_fails_pending_tasks(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    _, results = _assign(engine)
+    t.goodbye("site-1")
+    assert results and results[0].ok is False and "disconnected" in results[0].error
+    assert engine.sites.get("site-1").status == "DISCONNECTED"
+
+
+def test_heartbeat_updates_the_registry(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    sub = engine.events.subscribe(types={"heartbeat"})
+    t.heartbeat("site-1", {"cpu_percent": 12.5})
+    assert engine.sites.get("site-1").info["cpu_percent"] == 12.5
+    ev = sub.get(1)
+    assert ev["type"] == "heartbeat" and ev["site"] == "site-1"
+
+
+def test_many_sites_poll_concurrently(wired):
+    engine, t = wired
+    sites = [f"site-{i}" for i in range(50)]
+    for s in sites:
+        t.register(s, {})
+    got: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def worker(site):
+        msg = t.poll(site, 5)
+        with lock:
+            got[site] = msg.task_id
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sites]
+    for th in threads:
+        th.start()
+    ids = {s: _assign(engine, site=s)[0] for s in sites}
+    for th in threads:
+        th.join(5)
+    assert got == ids

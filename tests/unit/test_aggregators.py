@@ -1,0 +1,92 @@
+"""FedAvg math: the weighted mean of known params, FULL and DIFF, to 1e-12."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.model import FLModel, ParamsType
+from runtime.workflows.aggregators import WeightedAggregator, apply_diff
+
+
+def _site(name, params, steps, metrics=None, ptype=ParamsType.FULL):
+    return FLModel(params=params, params_type=ptype, metrics=metrics,
+                   meta={"NUM_STEPS_CURRENT_ROUND": steps, "site_name": name})
+
+
+def test_weighted_mean_full_float64_exact():
+    rng = np.random.default_rng(7)
+    ps = [{"a": rng.normal(size=(4, 5)), "b": rng.normal(size=3)} for _ in range(5)]
+    ws = [3, 1, 7, 2.5, 11]
+    agg = WeightedAggregator()
+    for i, (p, w) in enumerate(zip(ps, ws)):
+        agg.accept(_site(f"s{i}", p, w))
+    out = agg.result()
+    for key in ("a", "b"):
+        expected = sum(w * p[key] for p, w in zip(ps, ws)) / sum(ws)
+        np.testing.assert_allclose(out.params[key], expected, rtol=0, atol=1e-12)
+        assert out.params[key].dtype == np.float64
+    assert out.meta["num_sites"] == 5 and out.meta["total_weight"] == sum(ws)
+
+
+def test_hand_computed_small_case():
+    agg = WeightedAggregator()
+    agg.accept(_site("s1", {"w": np.array([1.0, 2.0])}, 1, {"acc": 0.5}))
+    agg.accept(_site("s2", {"w": np.array([4.0, 8.0])}, 3, {"acc": 0.9}))
+    out = agg.result()
+    np.testing.assert_allclose(out.params["w"], [(1 + 12) / 4, (2 + 24) / 4], atol=1e-12)
+    assert out.metrics["acc"] == pytest.approx((0.5 + 2.7) / 4, abs=1e-12)
+
+
+def test_diff_updates_applied_to_global():
+    base = {"w": np.array([10.0, 20.0])}
+    agg = WeightedAggregator()
+    agg.accept(_site("s1", {"w": np.array([1.0, -1.0])}, 2, ptype=ParamsType.DIFF))
+    agg.accept(_site("s2", {"w": np.array([4.0, 2.0])}, 1, ptype=ParamsType.DIFF))
+    out = agg.result()
+    assert out.params_type == ParamsType.DIFF
+    new = apply_diff(base, out.params)
+    np.testing.assert_allclose(new["w"], [10 + (2 + 4) / 3, 20 + (-2 + 2) / 3], atol=1e-12)
+
+
+def test_missing_weight_defaults_to_one_and_int_params_cast_back():
+    agg = WeightedAggregator()
+    agg.accept(FLModel(params={"n": np.array([1, 2], dtype=np.int64)}, meta={"site_name": "a"}))
+    agg.accept(FLModel(params={"n": np.array([3, 5], dtype=np.int64)}, meta={"site_name": "b"}))
+    out = agg.result()
+    assert out.params["n"].dtype == np.int64
+    np.testing.assert_array_equal(out.params["n"], [2, 4])
+
+
+def test_float32_accumulates_in_float32_without_big_temporaries():
+    agg = WeightedAggregator()
+    x = np.full(1_000_000, 1.5, dtype=np.float32)
+    agg.accept(_site("a", {"x": x}, 2))
+    agg.accept(_site("b", {"x": x * 3}, 2))
+    out = agg.result()
+    assert out.params["x"].dtype == np.float32
+    np.testing.assert_allclose(out.params["x"], 3.0)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (FLModel(params={"w": np.zeros(3)}, meta={"NUM_STEPS_CURRENT_ROUND": "x", "site_name": "s"}), "must be a number"),
+        (FLModel(params={"w": np.zeros(3)}, meta={"NUM_STEPS_CURRENT_ROUND": -1, "site_name": "s"}), ">= 0"),
+        (FLModel(params={"w": np.zeros(4)}, meta={"site_name": "s"}), "shape"),
+        (FLModel(params={"v": np.zeros(2)}, meta={"site_name": "s"}), "different params"),
+        (FLModel(params={"w": np.zeros(2)}, params_type=ParamsType.DIFF, meta={"site_name": "s"}), "DIFF"),
+    ],
+)
+def test_inconsistent_results_are_named(bad, message):
+    agg = WeightedAggregator()
+    agg.accept(FLModel(params={"w": np.zeros(2)}, meta={"site_name": "first"}))
+    with pytest.raises(ValueError, match=message):
+        agg.accept(bad)
+
+
+def test_zero_total_weight_is_an_error():
+    agg = WeightedAggregator()
+    agg.accept(_site("a", {"w": np.ones(2)}, 0))
+    with pytest.raises(ValueError, match="sum of weights is 0"):
+        agg.result()
