@@ -1,4 +1,9 @@
-"""The site agent: registers, pulls messages, runs each job's executors, pushes results."""
+"""The site agent: registers, takes messages, runs each job's executors, pushes results.
+
+`handle(msg)` never waits for a task to finish: a Client API script completes its task from its
+own thread, other executors run on a worker thread per job. So one loop (the agent's own, or a
+`SitePump` serving many simulated sites) stays free to deliver the next message, aborts included.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from runtime.transport.base import (
     JobEnd,
     JobStart,
     JobState,
+    SiteMessage,
     SiteTransport,
     TaskAssignment,
     TaskResult,
@@ -26,28 +32,10 @@ from runtime.transport.base import (
 )
 
 AppSource = Callable[[JobStart], App]
+Filters = list[tuple[list[str], list[Any]]]
 
 
-@dataclass
-class _SiteJob:
-    """A job on this site; its tasks run one after another on the job's own thread, so the
-    agent keeps polling (and can deliver an abort) while a task runs."""
-
-    ctx: SiteJobContext
-    executors: list[tuple[list[str], Executor]]
-    data_filters: list[tuple[list[str], list[Any]]] = field(default_factory=list)
-    result_filters: list[tuple[list[str], list[Any]]] = field(default_factory=list)
-    tasks: "queue.SimpleQueue[TaskAssignment | None]" = field(default_factory=queue.SimpleQueue)
-    thread: threading.Thread | None = None
-
-    def executor_for(self, task: str) -> Executor | None:
-        for patterns, ex in self.executors:
-            if any(fnmatch.fnmatchcase(task, p) for p in patterns):
-                return ex
-        return None
-
-
-def _matching(filters: list[tuple[list[str], list[Any]]], task: str) -> list[Any]:
+def _matching(filters: Filters, task: str) -> list[Any]:
     out: list[Any] = []
     for patterns, fs in filters:
         if any(fnmatch.fnmatchcase(task, p) for p in patterns):
@@ -55,8 +43,42 @@ def _matching(filters: list[tuple[list[str], list[Any]]], task: str) -> list[Any
     return out
 
 
+@dataclass
+class _SiteJob:
+    ctx: SiteJobContext
+    executors: list[tuple[list[str], Executor]]
+    data_filters: Filters = field(default_factory=list)
+    result_filters: Filters = field(default_factory=list)
+    worker: "queue.SimpleQueue[Callable[[], None] | None] | None" = None
+    worker_thread: threading.Thread | None = None
+    _by_task: dict[str, Executor | None] = field(default_factory=dict)
+
+    def executor_for(self, task: str) -> Executor | None:
+        if task not in self._by_task:
+            self._by_task[task] = next(
+                (ex for patterns, ex in self.executors
+                 if any(fnmatch.fnmatchcase(task, p) for p in patterns)), None)
+        return self._by_task[task]
+
+    def run_in_worker(self, fn: Callable[[], None]) -> None:
+        """Run blocking executors one task at a time on this job's worker thread."""
+        if self.worker is None:
+            self.worker = queue.SimpleQueue()
+            self.worker_thread = threading.Thread(
+                target=_drain, args=(self.worker,), name=f"{self.ctx.site}-worker", daemon=True
+            )
+            self.worker_thread.start()
+        self.worker.put(fn)
+
+
+def _drain(q: "queue.SimpleQueue[Callable[[], None] | None]") -> None:
+    while (fn := q.get()) is not None:
+        fn()
+
+
 class SiteAgent:
-    """One site. `run()` loops until `stop()`; `gate` bounds how many sites execute at once."""
+    """One site. `start()` registers it and runs its own poll loop; or register it and feed it
+    messages from a SitePump. `gate` bounds how many sites execute a task at once."""
 
     def __init__(
         self,
@@ -84,8 +106,12 @@ class SiteAgent:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def register(self) -> None:
         self.transport.register(self.name, self.info)
+
+    def start(self) -> None:
+        """Register and poll on a thread of its own."""
+        self.register()
         self._thread = threading.Thread(target=self.run, name=f"{self.name}-agent", daemon=True)
         self._thread.start()
 
@@ -99,21 +125,18 @@ class SiteAgent:
                 self.logger.warning(f"poll failed: {e}")
                 time.sleep(0.5)
                 continue
-            if msg is None:
-                continue
-            if isinstance(msg, JobStart):
-                self._start_job(msg)
-            elif isinstance(msg, TaskAssignment):
-                job = self.jobs.get(msg.job_id)
-                if job is None:
-                    self._run_task(msg)  # fails it: no such job here
-                else:
-                    job.tasks.put(msg)
-            elif isinstance(msg, JobEnd):
-                self._end_job(msg.job_id, msg.status)
+            if msg is not None:
+                self.handle(msg)
+
+    def handle(self, msg: SiteMessage) -> None:
+        if isinstance(msg, JobStart):
+            self._start_job(msg)
+        elif isinstance(msg, TaskAssignment):
+            self._start_task(msg)
+        elif isinstance(msg, JobEnd):
+            self._end_job(msg.job_id, msg.status)
 
     def request_stop(self) -> None:
-        """Ask the loop to end at its next wake-up (use `stop()` to also wait and say goodbye)."""
         self._stop.set()
 
     @property
@@ -134,15 +157,14 @@ class SiteAgent:
     # ---- jobs --------------------------------------------------------------------------------
 
     def _start_job(self, msg: JobStart) -> None:
-        job_dir = self.workspace / "jobs" / msg.job_id
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir = self.workspace / "jobs" / msg.job_id  # made by whoever writes there first
         write = self.sink.writer(job_dir / "log.txt")
         logger = site_logger(f"{self.name}.{msg.job_id[:8]}", write)
         try:
             app = self.app_source(msg)
             cfg = app.client_config
             if cfg is None:
-                raise JobError(f"app {app.name!r} has no client config (config_client.json)")
+                raise JobError(app.name, None, "the app has no config/config_client.json")
             ctx = SiteJobContext(
                 site=self.name, job_id=msg.job_id, app=app, workspace=job_dir, logger=logger,
                 abort_event=threading.Event(), info={**self.info, "workspace": str(job_dir)},
@@ -166,51 +188,62 @@ class SiteAgent:
             self.transport.report_job(self.name, msg.job_id, JobState.FAILED, detail)
             return
         self.jobs[msg.job_id] = job
-        job.thread = threading.Thread(
-            target=self._task_loop, args=(job,), name=f"{self.name}-tasks", daemon=True
-        )
-        job.thread.start()
         logger.info(f"job {msg.job_id} ({msg.job_name}) ready on {self.name}")
         self.transport.report_job(self.name, msg.job_id, JobState.READY)
 
-    def _task_loop(self, job: _SiteJob) -> None:
-        while True:
-            msg = job.tasks.get()
-            if msg is None:
-                return
-            self._run_task(msg)
-
-    def _run_task(self, msg: TaskAssignment) -> None:
+    def _start_task(self, msg: TaskAssignment) -> None:
         started = time.monotonic()
         job = self.jobs.get(msg.job_id)
+
+        def done(result: FLModel | None, error: str | None) -> None:
+            self._finish_task(job, msg, started, result, error)
+
         try:
             if job is None:
                 raise RuntimeError(f"{self.name} has no running job {msg.job_id}")
             executor = job.executor_for(msg.task_name)
             if executor is None:
                 raise RuntimeError(f"no executor on {self.name} handles task '{msg.task_name}'")
+            model = msg.model
+            for f in _matching(job.data_filters, msg.task_name):
+                model = f.process(model, job.ctx)
+            if not executor.submit(msg.task_name, model, job.ctx, done, self.gate):
+                job.run_in_worker(lambda: self._execute(executor, job, msg.task_name, model, done))
+        except Exception:  # noqa: BLE001 - the task fails, the site stays up
+            done(None, traceback.format_exc())
+
+    def _execute(self, executor: Executor, job: _SiteJob, task: str, model: FLModel, done) -> None:
+        job.ctx.workspace.mkdir(parents=True, exist_ok=True)
+        if self.gate is not None:
+            self.gate.acquire()
+        try:
+            result = executor.execute(task, model, job.ctx)
+        except Exception:  # noqa: BLE001
+            result, error = None, traceback.format_exc()
+        else:
+            error = None
+        finally:
             if self.gate is not None:
-                self.gate.acquire()
+                self.gate.release()
+        done(result, error)
+
+    def _finish_task(
+        self, job: _SiteJob | None, msg: TaskAssignment, started: float,
+        result: FLModel | None, error: str | None,
+    ) -> None:
+        if error is None:
             try:
-                model = msg.model
-                for f in _matching(job.data_filters, msg.task_name):
-                    model = f.process(model, job.ctx)
-                result = executor.execute(msg.task_name, model, job.ctx)
                 if not isinstance(result, FLModel):
-                    raise TypeError(f"executor returned {type(result).__name__}, not an FLModel")
-                for f in _matching(job.result_filters, msg.task_name):
+                    raise TypeError(f"the task's result is {type(result).__name__}, not an FLModel")
+                for f in _matching(job.result_filters, msg.task_name) if job else []:
                     result = f.process(result, job.ctx)
-            finally:
-                if self.gate is not None:
-                    self.gate.release()
-            out = TaskResult(msg.task_id, msg.job_id, self.name, True, result,
-                             seconds=time.monotonic() - started)
-        except Exception as e:  # noqa: BLE001 - the task fails, the site stays up
-            text = str(e) if e.__class__.__name__ == "ScriptFailed" else traceback.format_exc()
-            if job is not None:
-                job.ctx.logger.error(f"task '{msg.task_name}' failed:\n{text}")
-            out = TaskResult(msg.task_id, msg.job_id, self.name, False, None, text,
-                             seconds=time.monotonic() - started)
+            except Exception:  # noqa: BLE001
+                result, error = None, traceback.format_exc()
+        seconds = time.monotonic() - started
+        if error is not None and job is not None:
+            job.ctx.logger.error(f"task '{msg.task_name}' failed:\n{error}")
+        out = TaskResult(msg.task_id, msg.job_id, self.name, error is None,
+                         result if error is None else None, error, seconds)
         try:
             self.transport.submit_result(out)
         except TransportError as e:
@@ -221,16 +254,53 @@ class SiteAgent:
         if job is None:
             return
         job.ctx.abort_event.set()
-        job.tasks.put(None)
-        if job.thread is not None and job.thread is not threading.current_thread():
-            job.thread.join(timeout=10)
         for _, ex in job.executors:
             try:
                 ex.stop(job.ctx)
             except Exception:  # noqa: BLE001
                 job.ctx.logger.error(f"executor stop failed:\n{traceback.format_exc()}")
+        if job.worker is not None:
+            job.worker.put(None)
         job.ctx.logger.info(f"job {job_id} ended on {self.name}: {status}")
         try:
             self.transport.report_job(self.name, job_id, JobState.FINISHED)
         except TransportError:
             pass
+
+
+class SitePump:
+    """Feeds many agents that share one transport from a single loop (the simulator's sites)."""
+
+    def __init__(self, transport: SiteTransport, agents: list[SiteAgent], poll_timeout: float = 1.0):
+        self.transport = transport
+        self.agents = {a.name: a for a in agents}
+        self.poll_timeout = poll_timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for agent in self.agents.values():
+            agent.register()
+        self._thread = threading.Thread(target=self._loop, name="site-pump", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        names = set(self.agents)
+        while not self._stop.is_set():
+            try:
+                batch = self.transport.poll_many(names, self.poll_timeout)
+            except TransportError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.2)
+                continue
+            for site, msg in batch:
+                self.agents[site].handle(msg)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

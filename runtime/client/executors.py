@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import runpy
+import builtins
+import os
 import shlex
 import threading
 import traceback
@@ -12,7 +13,7 @@ from typing import Any
 
 from runtime.client import threadio
 from runtime.client.api import bind_session
-from runtime.client.session import ScriptFailed, ScriptSession
+from runtime.client.session import Done, ScriptFailed, ScriptSession
 from runtime.jobs import App, custom_imports
 from runtime.jobs.errors import ArgError
 from runtime.model import FLModel
@@ -42,8 +43,42 @@ class Executor:
     def execute(self, task_name: str, model: FLModel, ctx: SiteJobContext) -> FLModel:
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
 
+    def submit(
+        self, task_name: str, model: FLModel, ctx: SiteJobContext, done: Done,
+        gate: threading.Semaphore | None,
+    ) -> bool:
+        """Start the task without blocking and call `done(result, error)` when it ends.
+
+        Return False (the default) to have the agent run `execute()` on a worker thread."""
+        return False
+
     def stop(self, ctx: SiteJobContext) -> None:
         """The job ended on this site."""
+
+
+_code_cache: dict[tuple[str, float], Any] = {}
+_code_lock = threading.Lock()
+
+
+def run_script(path: Path) -> None:
+    """Run a script as `__main__` on this thread, like `python script.py` would.
+
+    Unlike runpy.run_path it touches no process-wide state (sys.modules["__main__"],
+    sys.argv), so many sites can run scripts at once; the compiled code is shared.
+    """
+    key = (str(path), os.stat(path).st_mtime)
+    with _code_lock:
+        code = _code_cache.get(key)
+    if code is None:
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        with _code_lock:
+            _code_cache[key] = code
+    namespace = {
+        "__name__": "__main__", "__file__": str(path), "__builtins__": builtins,
+        "__package__": None, "__spec__": None, "__loader__": None, "__cached__": None,
+        "__doc__": None,
+    }
+    exec(code, namespace)
 
 
 def find_script(app: App, script: str) -> Path:
@@ -107,12 +142,13 @@ class ScriptExecutor(Executor):
 
     def _run_script(self, path: Path, ctx: SiteJobContext) -> None:
         assert self.session is not None
+        ctx.workspace.mkdir(parents=True, exist_ok=True)  # here, in parallel, not on the pump
         bind_session(self.session)
         threadio.bind([str(path), *self.argv_tail], ctx.log_write)
         error = None
         try:
             with custom_imports(ctx.app):
-                runpy.run_path(str(path), run_name="__main__")
+                run_script(path)
         except SystemExit as e:
             if e.code not in (None, 0):
                 error = f"{path.name} called sys.exit({e.code!r})"
@@ -124,15 +160,26 @@ class ScriptExecutor(Executor):
             bind_session(None)
             self.session.script_finished(error)
 
+    def submit(
+        self, task_name: str, model: FLModel, ctx: SiteJobContext, done: Done,
+        gate: threading.Semaphore | None,
+    ) -> bool:
+        assert self.session is not None, "start() was not called"
+        self.session.deliver(task_name, model, done, gate)
+        return True
+
     def execute(self, task_name: str, model: FLModel, ctx: SiteJobContext) -> FLModel:
-        assert self.session is not None
-        if self.session.script_done:
-            err = self.session.script_error
-            raise ScriptFailed(
-                f"the script ended earlier" + (f" with:\n{err}" if err else " without error")
-            )
-        self.session.deliver(task_name, model)
-        return self.session.wait_result(ctx.abort_event)
+        """Blocking form of submit(), for callers that want one."""
+        box: list = []
+        finished = threading.Event()
+        self.submit(task_name, model, ctx, lambda r, e: (box.append((r, e)), finished.set()), None)
+        while not finished.wait(0.5):
+            if ctx.abort_event.is_set():
+                raise ScriptFailed("aborted while the script worked on the task")
+        result, error = box[0]
+        if error is not None:
+            raise ScriptFailed(error)
+        return result
 
     def stop(self, ctx: SiteJobContext) -> None:
         if self.session is not None:

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from runtime.model import FLModel
+
+Done = Callable[[FLModel | None, str | None], None]  # (result, error): exactly one is None
 
 
 class ScriptFailed(RuntimeError):
     """The script raised, exited or stopped answering before it sent a result."""
 
 
+class _Task:
+    __slots__ = ("name", "model", "done", "gate", "holds_gate", "finished")
+
+    def __init__(self, name: str, model: FLModel, done: Done, gate: threading.Semaphore | None):
+        self.name, self.model, self.done, self.gate = name, model, done, gate
+        self.holds_gate = False
+        self.finished = False
+
+
 class ScriptSession:
-    """One site's view of one job, shared by the site (deliver/wait_result/end) and the script
-    (is_running/receive/send), each on its own thread."""
+    """One site's view of one job. The site delivers a task with a completion callback; the
+    script (on its own thread) takes it with receive() and answers with send(), which completes
+    the task on the script's thread. No site thread waits for the script."""
 
     def __init__(self, site: str, job_id: str, info: dict[str, Any], logger: Any = None) -> None:
         self.site = site
@@ -22,48 +34,65 @@ class ScriptSession:
         self.info = dict(info)
         self.logger = logger
         self._cond = threading.Condition()
-        self._incoming: tuple[str, FLModel] | None = None
-        self._current: tuple[str, FLModel] | None = None
-        self._result: FLModel | None = None
+        self._incoming: _Task | None = None
+        self._current: _Task | None = None
         self._ended = False
         self._script_done = False
         self._script_error: str | None = None
 
     # ---- site side ---------------------------------------------------------------------------
 
-    def deliver(self, task_name: str, model: FLModel) -> None:
+    def deliver(
+        self, task_name: str, model: FLModel, done: Done, gate: threading.Semaphore | None = None
+    ) -> None:
+        """Queue a task for the script; `done` is called once with its result or an error.
+        With `gate`, the script holds a slot of it from receive() until send()."""
+        task = _Task(task_name, model, done, gate)
         with self._cond:
-            self._incoming = (task_name, model)
-            self._result = None
+            stale = [t for t in (self._incoming, self._current) if t is not None]
+            self._incoming, self._current = task, None
+            early = self._script_done
             self._cond.notify_all()
-
-    def wait_result(self, abort: threading.Event | None = None, poll: float = 0.5) -> FLModel:
-        with self._cond:
-            while self._result is None:
-                if self._script_done:
-                    task = (self._current or self._incoming or ("?",))[0]
-                    self._incoming = self._current = None
-                    if self._script_error:
-                        raise ScriptFailed(self._script_error)
-                    raise ScriptFailed(
-                        f"the script exited without sending a result for task '{task}'"
-                    )
-                if abort is not None and abort.is_set():
-                    raise ScriptFailed("aborted while the script worked on the task")
-                self._cond.wait(poll)
-            result, self._result = self._result, None
-            return result
+        for t in stale:
+            self._finish(t, None, "superseded by a newer task before the script answered")
+        if early:
+            self._fail_pending(self._exit_message())
 
     def end(self) -> None:
+        """The job is over: is_running() turns False and a task still pending fails."""
         with self._cond:
             self._ended = True
             self._cond.notify_all()
+        self._fail_pending("the job ended before the script answered")
 
     def script_finished(self, error: str | None) -> None:
         with self._cond:
             self._script_done = True
             self._script_error = error
             self._cond.notify_all()
+        self._fail_pending(self._exit_message())
+
+    def _exit_message(self) -> str:
+        if self._script_error:
+            return self._script_error
+        return "the script exited without sending a result"
+
+    def _fail_pending(self, error: str) -> None:
+        with self._cond:
+            pending = [t for t in (self._incoming, self._current) if t is not None]
+            self._incoming = self._current = None
+        for t in pending:
+            self._finish(t, None, f"task '{t.name}': {error}" if "Traceback" not in error else error)
+
+    @staticmethod
+    def _finish(task: _Task, result: FLModel | None, error: str | None) -> None:
+        if task.finished:
+            return
+        task.finished = True
+        if task.holds_gate and task.gate is not None:
+            task.holds_gate = False
+            task.gate.release()
+        task.done(result, error)
 
     @property
     def script_done(self) -> bool:
@@ -84,24 +113,35 @@ class ScriptSession:
     def receive(self, timeout: float | None = None) -> FLModel | None:
         """The current task's model; None when the job ended (or `timeout` passed)."""
         with self._cond:
-            if self._current is None:
-                self._cond.wait_for(lambda: self._incoming or self._ended, timeout)
-                if self._incoming is None:
-                    return None
-                self._current, self._incoming = self._incoming, None
-            return self._current[1]
+            if self._current is not None:
+                return self._current.model
+            self._cond.wait_for(lambda: self._incoming or self._ended, timeout)
+            task = self._incoming
+            if task is None:
+                return None
+        if task.gate is not None:  # -t: at most T sites work at once
+            task.gate.acquire()
+            task.holds_gate = True
+        with self._cond:
+            if self._incoming is not task:  # superseded or failed while waiting for the gate
+                if task.holds_gate:
+                    task.holds_gate = False
+                    task.gate.release()
+                return None if self._ended else self.receive(timeout)
+            self._current, self._incoming = task, None
+            return task.model
 
     def send(self, model: FLModel) -> None:
         if not isinstance(model, FLModel):
             raise TypeError(f"flare.send() takes an FLModel, got {type(model).__name__}")
         with self._cond:
-            if self._current is None:
+            task = self._current
+            if task is None:
                 raise RuntimeError("flare.send() called with no task: call flare.receive() first")
-            self._result = model
             self._current = None
-            self._cond.notify_all()
+        self._finish(task, model, None)
 
     @property
     def task_name(self) -> str | None:
         cur = self._current or self._incoming
-        return cur[0] if cur else None
+        return cur.name if cur else None

@@ -32,7 +32,6 @@ class LogSink:
 
     def writer(self, path: Path):
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         return lambda text: self.write(path, text)
 
     def flush(self) -> None:
@@ -40,7 +39,12 @@ class LogSink:
             pending = {p: b for p, b in self._buffers.items() if b}
             self._buffers = {p: [] for p in self._buffers}
         for path, chunks in pending.items():
-            with open(path, "a", encoding="utf-8") as f:
+            try:
+                f = open(path, "a", encoding="utf-8")
+            except FileNotFoundError:  # folders are made here, off the sites' critical path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                f = open(path, "a", encoding="utf-8")
+            with f:
                 f.write("".join(chunks))
 
     def _loop(self) -> None:

@@ -62,7 +62,38 @@ def _import_error(path: str, file: str | None, at: str, exc: ModuleNotFoundError
     return JobError(file, at, f'cannot import "{path}": {where_raised(exc)}')
 
 
+_HINTS: dict[Any, dict[str, Any]] = {}
+_SIGNATURES: dict[Any, Any] = {}
+
+
 def _hints(target: Callable) -> dict[str, Any]:
+    """Type hints of `target`, cached: evaluating string annotations compiles code each time."""
+    try:
+        return _HINTS[target]
+    except (KeyError, TypeError):
+        pass
+    hints = _eval_hints(target)
+    try:
+        _HINTS[target] = hints
+    except TypeError:
+        pass
+    return hints
+
+
+def _signature(target: Callable) -> Any:
+    try:
+        return _SIGNATURES[target]
+    except (KeyError, TypeError):
+        pass
+    sig = inspect.signature(target)
+    try:
+        _SIGNATURES[target] = sig
+    except TypeError:
+        pass
+    return sig
+
+
+def _eval_hints(target: Callable) -> dict[str, Any]:
     func = target.__init__ if isinstance(target, type) else target
     try:
         return typing.get_type_hints(func)
@@ -100,7 +131,7 @@ def check_call(target: Callable, args: dict[str, Any], file: str | None, json_pa
                skip_types: set[str] = frozenset()) -> None:
     """Check arg names (unknown, missing) and simple JSON types against `target`'s signature."""
     try:
-        params = inspect.signature(target).parameters
+        params = _signature(target).parameters
     except (TypeError, ValueError):
         return
     at = join_path(json_path, "args")

@@ -23,6 +23,8 @@ _dirs: dict[str, Path] = {}   # key -> custom dir
 _pkgs: dict[str, str] = {}    # key -> private package name
 _keys: dict[str, str] = {}    # private package name -> key
 _proxies: set[str] = set()    # names this module put in sys.modules as proxies
+_given: dict[str, str] = {}   # key -> the custom dir as it was given (for the fast path)
+_app_keys: dict[str, str] = {}  # custom dir as given -> its resolved path
 _SUFFIXES = tuple(importlib.machinery.SOURCE_SUFFIXES + importlib.machinery.EXTENSION_SUFFIXES)
 _LOCAL = frozenset({"__name__", "__loader__", "__package__", "__path__", "__spec__", "__class__"})
 
@@ -102,10 +104,13 @@ def _ensure_package(key: str) -> None:
 
 def register_custom_dir(key: str, custom_dir: str | Path) -> None:
     """Make `custom_dir` importable by job `key` only (idempotent for the same key and folder)."""
+    if key in _dirs and _given.get(key) == str(custom_dir):
+        return  # fast path: resolving the folder costs several syscalls per call
     path = Path(custom_dir).resolve()
     if not path.is_dir():
         raise FileNotFoundError(f'custom folder "{custom_dir}" does not exist')
     with _lock:
+        _given[key] = str(custom_dir)
         if key in _dirs:
             if _dirs[key] != path:
                 raise ValueError(f'import key "{key}" is already registered for {_dirs[key]}; unregister it first')
@@ -128,6 +133,7 @@ def unregister(key: str) -> None:
     """Forget job `key`: drop its private modules and the proxies no other job provides."""
     with _lock:
         path = _dirs.pop(key, None)
+        _given.pop(key, None)
         if path is None:
             return
         pkg = _pkgs.pop(key)
@@ -281,7 +287,11 @@ def uninstall() -> None:
 
 def app_key(app: Any) -> str:
     """The default import key of an app: its resolved custom/ folder."""
-    return str(Path(app.custom_dir).resolve())
+    given = str(app.custom_dir)
+    key = _app_keys.get(given)
+    if key is None:
+        key = _app_keys[given] = str(Path(given).resolve())
+    return key
 
 
 @contextmanager

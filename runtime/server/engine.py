@@ -53,6 +53,8 @@ class ServerEngine:
         self._tasks: dict[str, _PendingTask] = {}
         self._job_listeners: dict[str, Callable[[str, str, str | None], None]] = {}
         self._closed = False
+        self._dirty: dict[str, None] = {}  # sites with queued messages, in arrival order
+        self._dirty_cond = threading.Condition()
 
     # ---- FLHandler: calls that arrive from sites --------------------------------------------
 
@@ -80,6 +82,25 @@ class ServerEngine:
                 rec.cond.wait_for(lambda: rec.inbox or self._closed, timeout)
             rec.last_seen = time.time()
             return rec.inbox.popleft() if rec.inbox else None
+
+    def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+        """Messages queued for any of `sites` (each site's in order); waits up to `timeout`."""
+        out: list[tuple[str, SiteMessage]] = []
+        with self._dirty_cond:
+            if not any(s in sites for s in self._dirty) and timeout > 0 and not self._closed:
+                self._dirty_cond.wait_for(
+                    lambda: self._closed or any(s in sites for s in self._dirty), timeout
+                )
+            ready = [s for s in self._dirty if s in sites]
+            for s in ready:
+                del self._dirty[s]
+        for site in ready:
+            rec = self._site(site)
+            with rec.cond:
+                rec.last_seen = time.time()
+                while rec.inbox:
+                    out.append((site, rec.inbox.popleft()))
+        return out
 
     def submit_result(self, result: TaskResult) -> None:
         with self._lock:
@@ -126,6 +147,9 @@ class ServerEngine:
         with rec.cond:
             rec.inbox.append(message)
             rec.cond.notify()
+        with self._dirty_cond:
+            self._dirty[site] = None
+            self._dirty_cond.notify_all()
 
     def assign_task(
         self,
@@ -135,9 +159,10 @@ class ServerEngine:
         model: FLModel,
         timeout: float | None,
         on_result: Callable[[TaskResult], None],
+        task_id: str | None = None,
     ) -> str:
         """Queue a task for `site`; `on_result` is called with its result (ok or failed)."""
-        task_id = uuid.uuid4().hex
+        task_id = task_id or uuid.uuid4().hex
         with self._lock:
             self._tasks[task_id] = _PendingTask(job_id, site, task_name, on_result, time.time())
         self.events.publish("task_assigned", job_id=job_id, site=site, task=task_name)
@@ -182,6 +207,8 @@ class ServerEngine:
     def close(self) -> None:
         """Wake every poller so site loops can notice the server is going away."""
         self._closed = True
+        with self._dirty_cond:
+            self._dirty_cond.notify_all()
         for rec in self.sites.all():
             with rec.cond:
                 rec.cond.notify_all()

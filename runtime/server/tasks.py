@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -66,12 +67,14 @@ class TaskGroup:
 
     def dispatch(self) -> None:
         self._started = time.monotonic()
-        for site in self.targets:
-            task_id = self._engine.assign_task(
-                self.job_id, site, self.task_name, self._model, self.timeout, self._on_result
+        ids = [uuid.uuid4().hex for _ in self.targets]
+        with self._cond:  # recorded before dispatch: a fast site may answer at once
+            self._pending.update(zip(ids, self.targets))
+        for task_id, site in zip(ids, self.targets):
+            self._engine.assign_task(
+                self.job_id, site, self.task_name, self._model, self.timeout, self._on_result,
+                task_id=task_id,
             )
-            with self._cond:
-                self._pending[task_id] = site
 
     def _on_result(self, result: TaskResult) -> None:
         with self._cond:

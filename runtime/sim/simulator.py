@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.client.agent import SiteAgent
+from runtime.client.agent import SiteAgent, SitePump
 from runtime.client.sitelog import LogSink
 from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_job
 from runtime.jobs.errors import ArgError, render
@@ -78,7 +78,10 @@ class SimulationResult:
     job_dir: Path
     result_dir: Path
     server_log: Path
-    site_logs: dict[str, Path] = field(default_factory=dict)
+    site_log_pattern: str = ""
+
+    def site_log(self, site: str) -> Path:
+        return Path(self.site_log_pattern.format(site=site))
 
     @property
     def ok(self) -> bool:
@@ -111,6 +114,7 @@ class Simulator:
         self.engine: ServerEngine | None = None
         self.runner: JobRunner | None = None
         self.agents: list[SiteAgent] = []
+        self.pump: SitePump | None = None
         self._sink: LogSink | None = None
         self._t0 = 0.0
 
@@ -184,8 +188,8 @@ class Simulator:
             agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],
                               self.workspace / site, self._sink, gate, info)
             self.agents.append(agent)
-        for agent in self.agents:
-            agent.start()
+        self.pump = SitePump(transport, self.agents)
+        self.pump.start()
         self.runner.start()
 
     def abort(self, by: str = "user") -> None:
@@ -204,11 +208,13 @@ class Simulator:
         """Let sites finish their job's end (scripts return, logs flush), then stop them."""
         deadline = time.monotonic() + 10
         while any(a.busy for a in self.agents) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for agent in self.agents:
-            agent.request_stop()
+            time.sleep(0.05)
+        if self.pump is not None:
+            self.pump.request_stop()
         if self.engine is not None:
-            self.engine.close()
+            self.engine.close()  # wakes the pump
+        if self.pump is not None:
+            self.pump.stop()
         for agent in self.agents:
             agent.stop(timeout=5)
         if self._sink is not None:
@@ -230,5 +236,5 @@ class Simulator:
             wall_time=time.monotonic() - self._t0, metrics=metrics, workspace=self.workspace,
             job_dir=r.workspace.root, result_dir=r.workspace.result_dir,
             server_log=r.workspace.logs_dir / "server.log",
-            site_logs={s: self.workspace / s / "jobs" / r.job_id / "log.txt" for s in self.sites},
+            site_log_pattern=str(self.workspace / "{site}" / "jobs" / r.job_id / "log.txt"),
         )

@@ -80,6 +80,8 @@ class FLHandler(Protocol):
 
     def poll(self, site: str, timeout: float) -> SiteMessage | None: ...
 
+    def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]: ...
+
     def submit_result(self, result: TaskResult) -> None: ...
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None: ...
@@ -101,6 +103,22 @@ class SiteTransport(abc.ABC):
     @abc.abstractmethod
     def poll(self, site: str, timeout: float) -> SiteMessage | None:
         """Wait up to `timeout` seconds for the next message for this site; None if none came."""
+
+    def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+        """Messages for any of `sites` (a host running many sites polls once for all of them).
+
+        The default polls each site in turn; transports that can wait on many do better."""
+        out: list[tuple[str, SiteMessage]] = []
+        for site in sorted(sites):
+            msg = self.poll(site, 0)
+            while msg is not None:
+                out.append((site, msg))
+                msg = self.poll(site, 0)
+        if not out and timeout > 0:
+            import time
+
+            time.sleep(min(timeout, 0.05))
+        return out
 
     @abc.abstractmethod
     def submit_result(self, result: TaskResult) -> None:

@@ -23,9 +23,16 @@ from runtime.transport.base import (
 )
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _json_copy(value: Any, what: str) -> Any:
     if value is None:
         return None
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+    ):
+        return dict(value)  # the common flat case: as JSON would give it back, without JSON
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as e:
@@ -71,6 +78,18 @@ def detach_model(model: FLModel | None) -> FLModel | None:
     )
 
 
+def _detach_message(msg: SiteMessage | None) -> SiteMessage | None:
+    if isinstance(msg, TaskAssignment):
+        return TaskAssignment(
+            task_id=msg.task_id,
+            job_id=msg.job_id,
+            task_name=msg.task_name,
+            model=detach_model(msg.model),
+            timeout=msg.timeout,
+        )
+    return msg
+
+
 class InProcTransport(SiteTransport):
     """Carries site calls to an `FLHandler` living in the same process."""
 
@@ -92,16 +111,11 @@ class InProcTransport(SiteTransport):
 
     def poll(self, site: str, timeout: float) -> SiteMessage | None:
         self._check()
-        msg = self._handler.poll(site, timeout)
-        if isinstance(msg, TaskAssignment):
-            msg = TaskAssignment(
-                task_id=msg.task_id,
-                job_id=msg.job_id,
-                task_name=msg.task_name,
-                model=detach_model(msg.model),
-                timeout=msg.timeout,
-            )
-        return msg
+        return _detach_message(self._handler.poll(site, timeout))
+
+    def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+        self._check()
+        return [(s, _detach_message(m)) for s, m in self._handler.poll_many(sites, timeout)]
 
     def submit_result(self, result: TaskResult) -> None:
         self._check()

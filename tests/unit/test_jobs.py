@@ -313,7 +313,7 @@ def test_app_folder_problems(tmp_path: Path) -> None:
      f'{SCFG}: workflows[0].arg: unknown key (did you mean "args"? expected: id, path, class_path, name, args, '
      "disabled)"),
     ({"workflows": [{"name": "FedAvgX"}]}, f'{SCFG}: workflows[0].name: unknown built-in name "FedAvgX" '
-                                           '(known: none); give "path": "package.module.ClassName"'),
+                                           '(known: FedAvg, NumpyModelPersistor, ScriptExecutor, WeightedAggregator); give "path": "package.module.ClassName"'),
     ({"workflows": [{"path": f"{C}.Controller"}], "components": [{"path": f"{C}.Persistor"}]},
      f'{SCFG}: components[0]: missing "id" (components are referenced by their id)'),
     ({"workflows": [{"id": "p", "path": f"{C}.Controller"}], "components": [{"id": "p", "path": f"{C}.Persistor"}]},
