@@ -204,20 +204,25 @@ class SiteAgent:
             executor = job.executor_for(msg.task_name)
             if executor is None:
                 raise RuntimeError(f"no executor on {self.name} handles task '{msg.task_name}'")
-            model = msg.model
-            for f in _matching(job.data_filters, msg.task_name):
-                model = f.process(model, job.ctx)
-            if not executor.submit(msg.task_name, model, job.ctx, done, self.gate):
-                job.run_in_worker(lambda: self._execute(executor, job, msg.task_name, model, done))
+            filters = _matching(job.data_filters, msg.task_name)
+
+            def prepare() -> FLModel:  # runs when work starts: inside the gate, on its thread
+                model = msg.take_model()
+                for f in filters:
+                    model = f.process(model, job.ctx)
+                return model
+
+            if not executor.submit(msg.task_name, prepare, job.ctx, done, self.gate):
+                job.run_in_worker(lambda: self._execute(executor, job, msg.task_name, prepare, done))
         except Exception:  # noqa: BLE001 - the task fails, the site stays up
             done(None, traceback.format_exc())
 
-    def _execute(self, executor: Executor, job: _SiteJob, task: str, model: FLModel, done) -> None:
+    def _execute(self, executor: Executor, job: _SiteJob, task: str, prepare, done) -> None:
         job.ctx.workspace.mkdir(parents=True, exist_ok=True)
         if self.gate is not None:
             self.gate.acquire()
         try:
-            result = executor.execute(task, model, job.ctx)
+            result = executor.execute(task, prepare(), job.ctx)
         except Exception:  # noqa: BLE001
             result, error = None, traceback.format_exc()
         else:

@@ -9,7 +9,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from runtime.client import threadio
 from runtime.client.api import bind_session
@@ -44,10 +44,11 @@ class Executor:
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
 
     def submit(
-        self, task_name: str, model: FLModel, ctx: SiteJobContext, done: Done,
+        self, task_name: str, prepare: Callable[[], FLModel], ctx: SiteJobContext, done: Done,
         gate: threading.Semaphore | None,
     ) -> bool:
-        """Start the task without blocking and call `done(result, error)` when it ends.
+        """Start the task without blocking and call `done(result, error)` when it ends;
+        `prepare()` gives the task's model (call it when work starts, inside `gate`).
 
         Return False (the default) to have the agent run `execute()` on a worker thread."""
         return False
@@ -161,18 +162,19 @@ class ScriptExecutor(Executor):
             self.session.script_finished(error)
 
     def submit(
-        self, task_name: str, model: FLModel, ctx: SiteJobContext, done: Done,
+        self, task_name: str, prepare: Callable[[], FLModel], ctx: SiteJobContext, done: Done,
         gate: threading.Semaphore | None,
     ) -> bool:
         assert self.session is not None, "start() was not called"
-        self.session.deliver(task_name, model, done, gate)
+        self.session.deliver(task_name, prepare, done, gate)
         return True
 
     def execute(self, task_name: str, model: FLModel, ctx: SiteJobContext) -> FLModel:
         """Blocking form of submit(), for callers that want one."""
         box: list = []
         finished = threading.Event()
-        self.submit(task_name, model, ctx, lambda r, e: (box.append((r, e)), finished.set()), None)
+        self.submit(task_name, lambda: model, ctx,
+                    lambda r, e: (box.append((r, e)), finished.set()), None)
         while not finished.wait(0.5):
             if ctx.abort_event.is_set():
                 raise ScriptFailed("aborted while the script worked on the task")

@@ -15,10 +15,12 @@ class ScriptFailed(RuntimeError):
 
 
 class _Task:
-    __slots__ = ("name", "model", "done", "gate", "holds_gate", "finished")
+    __slots__ = ("name", "model", "prepare", "done", "gate", "holds_gate", "finished")
 
-    def __init__(self, name: str, model: FLModel, done: Done, gate: threading.Semaphore | None):
-        self.name, self.model, self.done, self.gate = name, model, done, gate
+    def __init__(self, name: str, prepare: Callable[[], FLModel], done: Done,
+                 gate: threading.Semaphore | None):
+        self.name, self.prepare, self.done, self.gate = name, prepare, done, gate
+        self.model: FLModel | None = None
         self.holds_gate = False
         self.finished = False
 
@@ -43,11 +45,13 @@ class ScriptSession:
     # ---- site side ---------------------------------------------------------------------------
 
     def deliver(
-        self, task_name: str, model: FLModel, done: Done, gate: threading.Semaphore | None = None
+        self, task_name: str, prepare: Callable[[], FLModel], done: Done,
+        gate: threading.Semaphore | None = None,
     ) -> None:
-        """Queue a task for the script; `done` is called once with its result or an error.
-        With `gate`, the script holds a slot of it from receive() until send()."""
-        task = _Task(task_name, model, done, gate)
+        """Queue a task for the script; `prepare()` makes its model when the script takes it,
+        `done` is called once with its result or an error. With `gate`, the script holds a slot
+        of it from receive() until send()."""
+        task = _Task(task_name, prepare, done, gate)
         with self._cond:
             stale = [t for t in (self._incoming, self._current) if t is not None]
             self._incoming, self._current = task, None
@@ -89,10 +93,13 @@ class ScriptSession:
         if task.finished:
             return
         task.finished = True
-        if task.holds_gate and task.gate is not None:
-            task.holds_gate = False
-            task.gate.release()
-        task.done(result, error)
+        try:
+            task.done(result, error)
+        finally:  # after the result is handed over: -t bounds results in flight too
+            task.model = None
+            if task.holds_gate and task.gate is not None:
+                task.holds_gate = False
+                task.gate.release()
 
     @property
     def script_done(self) -> bool:
@@ -129,7 +136,17 @@ class ScriptSession:
                     task.gate.release()
                 return None if self._ended else self.receive(timeout)
             self._current, self._incoming = task, None
-            return task.model
+        try:
+            task.model = task.prepare()
+        except Exception:  # noqa: BLE001 - a data filter or the transport failed: fail the task
+            import traceback
+
+            with self._cond:
+                if self._current is task:
+                    self._current = None
+            self._finish(task, None, traceback.format_exc())
+            return None if self._ended else self.receive(timeout)
+        return task.model
 
     def send(self, model: FLModel) -> None:
         if not isinstance(model, FLModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Callable, Protocol, Union
 
 from runtime.model import FLModel
 
@@ -35,8 +35,17 @@ class TaskAssignment:
     task_id: str
     job_id: str
     task_name: str
-    model: FLModel
+    model: FLModel | None
     timeout: float | None = None
+    materialize: Callable[[], FLModel] | None = field(default=None, repr=False, compare=False)
+
+    def take_model(self) -> FLModel:
+        """The task's model, once. A transport may defer making it (the in-process one copies
+        the server's model only when the site starts work, so idle sites hold no copy)."""
+        if self.model is None and self.materialize is not None:
+            make, self.materialize = self.materialize, None
+            return make()  # not kept here: the message may outlive the task
+        return self.model
 
 
 @dataclass

@@ -80,12 +80,14 @@ def detach_model(model: FLModel | None) -> FLModel | None:
 
 def _detach_message(msg: SiteMessage | None) -> SiteMessage | None:
     if isinstance(msg, TaskAssignment):
+        shared = msg.model
         return TaskAssignment(
             task_id=msg.task_id,
             job_id=msg.job_id,
             task_name=msg.task_name,
-            model=detach_model(msg.model),
+            model=None,
             timeout=msg.timeout,
+            materialize=lambda: detach_model(shared),
         )
     return msg
 

@@ -78,7 +78,7 @@ def test_task_model_round_trips_and_is_detached(wired):
                     meta={"nested": {"x": [1, 2]}}, current_round=3, total_rounds=7)
     _assign(engine, model=model)
     msg = t.poll("site-1", 1)
-    got = msg.model
+    got = msg.take_model()
     np.testing.assert_array_equal(got.params["w"], original)
     assert got.params_type == ParamsType.DIFF
     assert (got.metrics, got.meta, got.current_round, got.total_rounds) == (
