@@ -1,0 +1,115 @@
+"""Task groups on a real engine: results matched as they arrive, shortfalls named, timeouts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from runtime.model import FLModel
+from runtime.server.engine import ServerEngine
+from runtime.server.tasks import TaskGroup, TaskGroupError
+from runtime.transport import InProcTransport, TaskAssignment, TaskResult
+
+
+def _site(transport, name, behaviour):
+    """A minimal site loop: behaviour(model) -> FLModel | Exception | None (None: never answer)."""
+    transport.register(name, {})
+
+    def loop():
+        while True:
+            msg = transport.poll(name, 0.2)
+            if msg is None:
+                continue
+            if not isinstance(msg, TaskAssignment):
+                continue
+            if msg.task_name == "stop":
+                return
+            out = behaviour(msg.take_model())
+            if out is None:
+                continue
+            ok = isinstance(out, FLModel)
+            transport.submit_result(TaskResult(msg.task_id, msg.job_id, name, ok,
+                                               out if ok else None, None if ok else str(out)))
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = ServerEngine(tmp_path)
+    yield eng
+    eng.close()
+
+
+def test_all_results_collected_and_callback_sees_each(engine):
+    t = InProcTransport(engine)
+    sites = [f"s{i}" for i in range(5)]
+    for s in sites:
+        _site(t, s, lambda m: FLModel(params={"w": m.params["w"] + 1}))
+    seen = []
+    g = TaskGroup(engine, "j", "train", FLModel(params={"w": np.zeros(2)}), sites,
+                  callback=lambda r: seen.append(r.site))
+    g.dispatch()
+    out = g.wait(min_responses=5)
+    assert sorted(seen) == sites and sorted(out.ok_sites) == sites and out.results == []
+
+
+def test_shortfall_fails_early_naming_the_sites(engine):
+    t = InProcTransport(engine)
+    _site(t, "good", lambda m: FLModel(params={}))
+    _site(t, "bad1", lambda m: RuntimeError("boom 1"))
+    _site(t, "bad2", lambda m: RuntimeError("boom 2"))
+    _site(t, "silent", lambda m: None)  # never answers: must not be waited for
+    g = TaskGroup(engine, "j", "train", FLModel(params={}), ["good", "bad1", "bad2", "silent"])
+    g.dispatch()
+    t0 = time.monotonic()
+    with pytest.raises(TaskGroupError) as e:
+        g.wait(min_responses=3)
+    assert time.monotonic() - t0 < 3
+    assert e.value.sites == ["bad1", "bad2"]
+    assert "1 of 4 sites succeeded, 3 required" in str(e.value)
+    assert g.outcome.failed["bad1"] == "boom 1"
+    assert g.outcome.cancelled == ["silent"]
+
+
+def test_timeout_names_silent_sites(engine):
+    t = InProcTransport(engine)
+    _site(t, "fast", lambda m: FLModel(params={}))
+    _site(t, "slow", lambda m: None)
+    g = TaskGroup(engine, "j", "train", FLModel(params={}), ["fast", "slow"], timeout=0.5)
+    g.dispatch()
+    out = g.wait(min_responses=1)
+    assert out.ok_sites == ["fast"] and out.timed_out == ["slow"]
+    with pytest.raises(TaskGroupError, match="timed out after 0.3s: slow"):
+        g2 = TaskGroup(engine, "j", "train", FLModel(params={}), ["slow"], timeout=0.3)
+        g2.dispatch()
+        g2.wait(min_responses=1)
+
+
+def test_abort_stops_waiting(engine):
+    t = InProcTransport(engine)
+    _site(t, "slow", lambda m: None)
+    abort = threading.Event()
+    g = TaskGroup(engine, "j", "train", FLModel(params={}), ["slow"])
+    g.dispatch()
+    threading.Timer(0.2, abort.set).start()
+    out = g.wait(min_responses=1, abort=abort)
+    assert out.ok_sites == [] and out.cancelled == ["slow"]
+
+
+def test_callback_error_fails_the_group(engine):
+    t = InProcTransport(engine)
+    _site(t, "a", lambda m: FLModel(params={}))
+
+    def bad(_):
+        raise ValueError("cannot aggregate")
+
+    g = TaskGroup(engine, "j", "train", FLModel(params={}), ["a"], callback=bad)
+    g.dispatch()
+    with pytest.raises(TaskGroupError, match="cannot aggregate"):
+        g.wait(min_responses=1)
