@@ -82,6 +82,14 @@ def run_script(path: Path) -> None:
     exec(code, namespace)
 
 
+def _user_traceback(e: BaseException, script: Path) -> str:
+    """The traceback from the script's own frames on (the runtime's frames above it are noise)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != str(script):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb or e.__traceback__))
+
+
 def find_script(app: App, script: str) -> Path:
     """The script named in the config: looked up in custom/, then the app, then the job."""
     candidates = []
@@ -153,8 +161,8 @@ class ScriptExecutor(Executor):
         except SystemExit as e:
             if e.code not in (None, 0):
                 error = f"{path.name} called sys.exit({e.code!r})"
-        except BaseException:  # noqa: BLE001 - reported as the site's task failure
-            error = traceback.format_exc()
+        except BaseException as e:  # noqa: BLE001 - reported as the site's task failure
+            error = _user_traceback(e, path)
             ctx.logger.error(f"{path.name} raised:\n{error}")
         finally:
             threadio.unbind()
