@@ -30,7 +30,7 @@ def run_sim(args: argparse.Namespace) -> int:
     try:
         sim.prepare()
     except (JobError, SimUsageError) as e:
-        err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        print(f"error: {e}", file=sys.stderr)  # one line, exactly as written, for scripts too
         return exit_codes.USAGE
     assert sim.job is not None
     if not args.quiet:

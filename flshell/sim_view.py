@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -15,7 +16,7 @@ def _fmt_metrics(metrics: dict[str, Any]) -> str:
     parts = []
     for k, v in metrics.items():
         parts.append(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}")
-    return ", ".join(parts) or "-"
+    return escape(", ".join(parts)) or "-"  # names are user text, not rich markup
 
 
 def _tail(text: str, n: int) -> list[str]:
@@ -79,14 +80,14 @@ class ProgressView:
             )
         elif t == "round_completed" and not self.quiet:
             failed = ev.get("sites_failed", []) + ev.get("sites_timed_out", [])
-            note = f"  [yellow]({len(failed)} failed: {', '.join(failed[:5])})[/]" if failed else ""
+            note = f"  [yellow]({len(failed)} failed: {escape(', '.join(failed[:5]))})[/]" if failed else ""
             self.console.print(
                 f"round {ev['round'] + 1}/{ev['total_rounds']} done in {ev['seconds']:.2f}s: "
                 f"{len(ev['sites_ok'])} sites, {_fmt_metrics(ev['metrics'])}{note}",
                 highlight=False,
             )
         elif t == "job_status" and not self.quiet and ev["status"] == "WAITING":
-            self.console.print(f"[dim]{ev.get('reason') or 'waiting for sites'}[/]")
+            self.console.print(f"[dim]{escape(ev.get('reason') or 'waiting for sites')}[/]")
 
 
 def print_summary(console: Console, res: SimulationResult) -> None:
@@ -95,7 +96,7 @@ def print_summary(console: Console, res: SimulationResult) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("status", f"[{style}]{res.status}[/]")
-    table.add_row("job", f"{res.job_name} ({res.job_id})")
+    table.add_row("job", escape(f"{res.job_name} ({res.job_id})"))
     total = res.total_rounds if res.total_rounds is not None else "?"
     table.add_row("rounds", f"{res.rounds_completed}/{total}")
     table.add_row("wall time", f"{res.wall_time:.2f}s")
@@ -107,9 +108,9 @@ def print_summary(console: Console, res: SimulationResult) -> None:
     table.add_row("site logs", str(res.workspace / "<site>" / "jobs" / res.job_id / "log.txt"))
     console.print(table)
     if res.status != "COMPLETED" and res.reason:
-        console.print(f"[{style}]{res.status}:[/] {res.reason}", highlight=False)
+        console.print(f"[{style}]{res.status}:[/] {escape(res.reason)}", highlight=False)
     for site, detail in list(res.failure_details.items())[:5]:
-        console.print(f"[bold]{site}[/]:", highlight=False)
+        console.print(f"[bold]{escape(site)}[/]:", highlight=False)
         for line in _tail(detail, 6):
             console.print(f"    {line}", highlight=False, markup=False)
     if len(res.failure_details) > 5:

@@ -37,7 +37,7 @@ class JobContext:
     job: Job
     engine: "ServerEngine"
     components: ComponentBuilder
-    workspace: JobWorkspace
+    workspace: JobWorkspace | None
     logger: logging.Logger
     abort_event: threading.Event
     sites: list[str] = field(default_factory=list)
@@ -99,8 +99,10 @@ class JobRunner:
         self.ended_at: float | None = None
         self.abort_event = threading.Event()
         self.aborted_by: str | None = None
-        self.workspace = JobWorkspace(engine.workspace / "jobs" / self.job_id)
-        self.logger = _job_logger(self.job_id, self.workspace.logs_dir / "server.log")
+        self.job_root = engine.workspace / "jobs" / self.job_id
+        self.workspace: JobWorkspace | None = None  # made by start(): a rejected job leaves nothing
+        self.logger = logging.Logger(f"job.{self.job_id[:8]}", logging.INFO)  # unregistered: no leak
+        self.logger.addHandler(logging.NullHandler())
         self._reports: dict[str, tuple[str, str | None]] = {}
         self._reports_cond = threading.Condition()
         self._done = threading.Event()
@@ -131,8 +133,7 @@ class JobRunner:
                     )
                 self.controllers.append(controller)
         self.ctx = JobContext(
-            self.job_id, self.job, self.engine, builder, self.workspace, self.logger,
-            self.abort_event,
+            self.job_id, self.job, self.engine, builder, None, self.logger, self.abort_event,
         )
         if not self.targets:
             raise JobError("meta.json", "deploy_map",
@@ -141,6 +142,8 @@ class JobRunner:
     def start(self) -> None:
         if self.ctx is None:
             self.prepare()
+        self.workspace = self.ctx.workspace = JobWorkspace(self.job_root)
+        _add_file_handler(self.logger, self.workspace.logs_dir / "server.log")
         self.workspace.copy_job_folder(self.job.root)
         self.engine.add_job_listener(self.job_id, self._on_site_report)
         self._set_status(JobStatus.SUBMITTED)
@@ -269,8 +272,7 @@ class JobRunner:
 
     def _set_status(self, status: str, reason: str | None = None) -> None:
         self.status = status
-        if reason is not None:
-            self.reason = reason
+        self.reason = reason
         self.logger.info(f"job {self.job_id} {status}" + (f": {reason}" if reason else ""))
         self.engine.events.publish(
             "job_status", job_id=self.job_id, name=self.job.name, status=status, reason=reason,
@@ -279,7 +281,8 @@ class JobRunner:
         self._write_status()
 
     def _write_status(self) -> None:
-        self.workspace.write_status(self.snapshot())
+        if self.workspace is not None:
+            self.workspace.write_status(self.snapshot())
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -316,9 +319,7 @@ def _with_overrides(spec: Any, overrides: dict[str, Any]) -> Any:
     return dataclasses.replace(spec, args=args)
 
 
-def _job_logger(job_id: str, path) -> logging.Logger:
-    logger = logging.Logger(f"job.{job_id[:8]}", logging.INFO)  # unregistered: no leak per job
+def _add_file_handler(logger: logging.Logger, path) -> None:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
-    return logger
