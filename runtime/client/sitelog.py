@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
+
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 
 
 class LogSink:
@@ -15,7 +19,7 @@ class LogSink:
     line by line would cost a syscall per line. Batches cost neither.
     """
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         self._lock = threading.Lock()
         self._buffers: dict[Path, list[str]] = {}
         self._interval = interval
@@ -39,13 +43,16 @@ class LogSink:
             pending = {p: b for p, b in self._buffers.items() if b}
             self._buffers = {p: [] for p in self._buffers}
         for path, chunks in pending.items():
+            data = "".join(chunks).encode("utf-8", errors="replace")
             try:
-                f = open(path, "a", encoding="utf-8")
+                fd = os.open(path, _FLAGS, 0o644)
             except FileNotFoundError:  # folders are made here, off the sites' critical path
                 path.parent.mkdir(parents=True, exist_ok=True)
-                f = open(path, "a", encoding="utf-8")
-            with f:
-                f.write("".join(chunks))
+                fd = os.open(path, _FLAGS, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

@@ -81,7 +81,11 @@ class ServerEngine:
             if not rec.inbox and timeout > 0:
                 rec.cond.wait_for(lambda: rec.inbox or self._closed, timeout)
             rec.last_seen = time.time()
-            return rec.inbox.popleft() if rec.inbox else None
+            if rec.inbox:
+                return rec.inbox.popleft()
+        if self._closed:
+            raise TransportError("the server is shutting down")
+        return None
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
         """Messages queued for any of `sites` (each site's in order); waits up to `timeout`."""
@@ -94,6 +98,8 @@ class ServerEngine:
             ready = [s for s in self._dirty if s in sites]
             for s in ready:
                 del self._dirty[s]
+            if not ready and self._closed:
+                raise TransportError("the server is shutting down")
         for site in ready:
             rec = self._site(site)
             with rec.cond:

@@ -199,3 +199,31 @@ def test_many_sites_poll_concurrently(wired):
     for th in threads:
         th.join(5)
     assert got == ids
+
+
+def test_poll_many_returns_each_sites_messages_in_order(wired):
+    engine, t = wired
+    for s in ("a", "b", "c"):
+        t.register(s, {})
+    engine.start_job_on("a", JobStart("job-1", "j", "app"))
+    _assign(engine, site="a")
+    _assign(engine, site="b")
+    got = t.poll_many({"a", "b"}, 1)
+    assert [(s, type(m).__name__) for s, m in got if s == "a"] == [
+        ("a", "JobStart"), ("a", "TaskAssignment")]
+    assert [s for s, _ in got].count("b") == 1
+    t0 = time.monotonic()
+    assert t.poll_many({"a", "b"}, 0.2) == []  # c's queue is not theirs, and theirs is empty
+    assert time.monotonic() - t0 >= 0.15
+
+
+def test_polling_a_closed_server_fails_fast(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    engine.close()
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match="shutting down"):
+        t.poll("site-1", 5)
+    with pytest.raises(TransportError, match="shutting down"):
+        t.poll_many({"site-1"}, 5)
+    assert time.monotonic() - t0 < 1

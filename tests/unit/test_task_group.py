@@ -11,7 +11,7 @@ import pytest
 from runtime.model import FLModel
 from runtime.server.engine import ServerEngine
 from runtime.server.tasks import TaskGroup, TaskGroupError
-from runtime.transport import InProcTransport, TaskAssignment, TaskResult
+from runtime.transport import InProcTransport, TaskAssignment, TaskResult, TransportError
 
 
 def _site(transport, name, behaviour):
@@ -20,7 +20,10 @@ def _site(transport, name, behaviour):
 
     def loop():
         while True:
-            msg = transport.poll(name, 0.2)
+            try:
+                msg = transport.poll(name, 0.2)
+            except TransportError:  # the engine closed: this site is done
+                return
             if msg is None:
                 continue
             if not isinstance(msg, TaskAssignment):
