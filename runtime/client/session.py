@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from typing import Any, Callable
 
 from runtime.model import FLModel
@@ -139,8 +140,6 @@ class ScriptSession:
         try:
             task.model = task.prepare()
         except Exception:  # noqa: BLE001 - a data filter or the transport failed: fail the task
-            import traceback
-
             with self._cond:
                 if self._current is task:
                     self._current = None

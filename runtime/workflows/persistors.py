@@ -33,7 +33,7 @@ class NumpyModelPersistor:
 
     Args:
         initial_model: {name: nested list}, used when `path` is not given or does not exist.
-        path: an .npz file (relative paths are against the app folder) read at start.
+        path: an .npz file read at start; write "{APP_DIR}/model.npz" for one inside the app.
     """
 
     def __init__(self, initial_model: dict | None = None, path: str | None = None) -> None:
@@ -41,14 +41,11 @@ class NumpyModelPersistor:
             raise ArgError("initial_model", "initial_model or path", None)
         self.initial = params_from_json(initial_model, "initial_model") if initial_model else None
         self.path = path
-        self.app_dir: Path | None = None
         self.last: FLModel | None = None
 
     def load_model(self) -> FLModel:
         if self.path:
             p = Path(self.path)
-            if not p.is_absolute() and self.app_dir is not None:
-                p = self.app_dir / p
             if p.exists():
                 return FLModel(params=load_params_npz(p), params_type=ParamsType.FULL)
             if self.initial is None:
