@@ -37,6 +37,9 @@ def run_sim(args: argparse.Namespace) -> int:
         threads = f", {args.threads} at a time" if args.threads else ""
         out.print(f"simulating [bold]{sim.job.name}[/] on {len(sim.sites)} sites{threads}; "
                   f"workspace {sim.workspace}")
+    # Sites' threads hand work to each other constantly; fewer forced GIL switches between
+    # those hand-offs made 1000 sites ~7% faster in paired runs (0.02 s vs the default 0.005 s).
+    sys.setswitchinterval(0.02)
     sub = sim.events.subscribe(types={"round_started", "round_completed", "task_result", "job_status"})
     interrupted = False
     sim.start()

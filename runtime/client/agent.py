@@ -100,6 +100,7 @@ class SiteAgent:
         self.info = dict(info or {})
         self.poll_timeout = poll_timeout
         self.jobs: dict[str, _SiteJob] = {}
+        self._ending: list[tuple[Executor, SiteJobContext]] = []  # stopped, maybe still running
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.logger = site_logger(f"site.{name}", log_sink.writer(self.workspace / "log.txt"))
@@ -149,10 +150,18 @@ class SiteAgent:
             self._end_job(job_id, "site stopped")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self.join_ended(timeout)
         try:
             self.transport.goodbye(self.name)
         except TransportError:
             pass
+
+    def join_ended(self, timeout: float = 10.0) -> None:
+        """Wait for the executors of ended jobs (their scripts) to return."""
+        deadline = time.monotonic() + timeout
+        while self._ending:
+            ex, ctx = self._ending.pop()
+            ex.join(ctx, max(0.0, deadline - time.monotonic()))
 
     # ---- jobs --------------------------------------------------------------------------------
 
@@ -262,6 +271,7 @@ class SiteAgent:
         for _, ex in job.executors:
             try:
                 ex.stop(job.ctx)
+                self._ending.append((ex, job.ctx))
             except Exception:  # noqa: BLE001
                 job.ctx.logger.error(f"executor stop failed:\n{traceback.format_exc()}")
         if job.worker is not None:

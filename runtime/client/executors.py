@@ -55,7 +55,11 @@ class Executor:
         return False
 
     def stop(self, ctx: SiteJobContext) -> None:
-        """The job ended on this site."""
+        """The job ended on this site: let go of it without waiting."""
+
+    def join(self, ctx: SiteJobContext, timeout: float) -> bool:
+        """Wait up to `timeout` for what stop() ended; True once it is over."""
+        return True
 
 
 _code_cache: dict[tuple[str, float], Any] = {}
@@ -195,6 +199,10 @@ class ScriptExecutor(Executor):
 
     def stop(self, ctx: SiteJobContext) -> None:
         if self.session is not None:
-            self.session.end()
-        if self._finished is not None and not self._finished.wait(timeout=10):
-            ctx.logger.warning("the script did not return within 10s after the job ended")
+            self.session.end()  # is_running() turns False; the script returns on its own
+
+    def join(self, ctx: SiteJobContext, timeout: float) -> bool:
+        if self._finished is None or self._finished.wait(timeout):
+            return True
+        ctx.logger.warning(f"the script did not return within {timeout:g}s after the job ended")
+        return False
