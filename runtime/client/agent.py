@@ -178,6 +178,7 @@ class SiteAgent:
                 site=self.name, job_id=msg.job_id, app=app, workspace=job_dir, logger=logger,
                 abort_event=threading.Event(), info={**self.info, "workspace": str(job_dir)},
                 log_write=write,
+                ship_metrics=self._metric_shipper(msg.job_id),
             )
             builder = ComponentBuilder(
                 app, cfg, variables={"SITE_NAME": self.name, "JOB_ID": msg.job_id}
@@ -199,6 +200,14 @@ class SiteAgent:
         self.jobs[msg.job_id] = job
         logger.info(f"job {msg.job_id} ({msg.job_name}) ready on {self.name}")
         self.transport.report_job(self.name, msg.job_id, JobState.READY)
+
+    def _metric_shipper(self, job_id: str):
+        def ship(records: list[dict[str, Any]]) -> None:
+            try:
+                self.transport.log_metrics(self.name, job_id, records)
+            except TransportError as e:
+                self.logger.warning(f"{len(records)} metric records not delivered: {e}")
+        return ship
 
     def _start_task(self, msg: TaskAssignment) -> None:
         started = time.monotonic()

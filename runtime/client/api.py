@@ -31,6 +31,9 @@ def _session() -> ScriptSession:
         unique = {id(s): s for s in _active.values()}
     if len(unique) == 1:  # a thread the script started itself, with one site in the process
         return next(iter(unique.values()))
+    remote = _remote_session()
+    if remote is not None:
+        return remote
     raise RuntimeError(
         "runtime.client: this code is not running as a site's script; run the job with "
         "`flshell sim JOB_FOLDER` (or on a site) and call flare.init() first"
@@ -38,6 +41,21 @@ def _session() -> ScriptSession:
         "runtime.client: called from a thread the runtime did not start, with several sites in "
         "this process; call flare API functions from the script's own thread"
     )
+
+
+_remote: Any = None
+
+
+def _remote_session():
+    """The session of a script launched in its own process by its site (launch_external_process)."""
+    global _remote
+    if _remote is None:
+        from runtime.client.remote import RemoteSession
+
+        with _active_lock:
+            if _remote is None:
+                _remote = RemoteSession.from_env()
+    return _remote
 
 
 def init(rank: str | None = None, config_file: str | None = None) -> None:
@@ -90,8 +108,24 @@ def is_submit_model() -> bool:
     return get_task_name() == "submit_model"
 
 
-def log(key: str, value: Any, data_type: str = "scalar", **kwargs: Any) -> None:
-    """Record a metric for this site; it goes to the site's log."""
+def log(key: str, value: Any, data_type: str = "scalar", global_step: int | None = None,
+        **kwargs: Any) -> None:
+    """Record a scalar metric for this site; it reaches the server's TensorBoard files."""
+    from runtime.client.tracking import SummaryWriter
+
+    if data_type != "scalar":
+        raise ValueError(f"flare.log: only data_type='scalar' is supported, got {data_type!r}")
     s = _session()
-    if s.logger is not None:
-        s.logger.info(f"metric {key}={value} ({data_type}) {kwargs or ''}".rstrip())
+    writer = getattr(s, "_log_writer", None)
+    if writer is None:  # one per site, so steps count on across calls
+        writer = s._log_writer = SummaryWriter()
+    writer.add_scalar(key, value, global_step=global_step)
+
+
+def _record_metric(record: dict[str, Any]) -> None:
+    """Buffer one tracked metric record of the calling site (used by SummaryWriter)."""
+    _session().record_metric(record)
+
+
+def _flush_metrics() -> None:
+    _session().flush_metrics()

@@ -33,6 +33,7 @@ class SiteJobContext:
     components: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     log_write: Any = None  # callable(text) writing to the site's log
+    ship_metrics: Any = None  # callable(records) sending tracked metrics to the server
 
 
 class Executor:
@@ -118,7 +119,9 @@ class ScriptExecutor(Executor):
         script: path of the script, relative to the app's custom/ folder (NVFlare:
             task_script_path).
         script_args: command line given to the script as sys.argv[1:] (task_script_args).
-        launch_external_process: run the script in its own Python process (PyTorch issue).
+        launch_external_process: run the script in its own Python process.
+        params_transfer_type: "DIFF" sends the change from the received model (computed here
+            when the script sends FULL params), "FULL" the params as the script sends them.
     """
 
     def __init__(
@@ -128,12 +131,15 @@ class ScriptExecutor(Executor):
         launch_external_process: bool = False,
         task_script_path: str | None = None,
         task_script_args: str | None = None,
+        params_transfer_type: str = "FULL",
     ) -> None:
+        if params_transfer_type not in ("FULL", "DIFF"):
+            raise ArgError("params_transfer_type", '"FULL" or "DIFF"', params_transfer_type)
+        self.params_transfer_type = params_transfer_type
         script = script or task_script_path
         if not script:
             raise ArgError("script", "the path of the site's training script", script)
-        if launch_external_process:
-            raise ArgError("launch_external_process", "false (external processes are not available yet)", True)
+        self.launch_external_process = bool(launch_external_process)
         self.script = script
         self.script_args = task_script_args if task_script_args is not None else script_args
         try:
@@ -149,7 +155,17 @@ class ScriptExecutor(Executor):
     def start(self, ctx: SiteJobContext) -> None:
         path = find_script(ctx.app, self.script)
         self.session = ScriptSession(ctx.site, ctx.job_id, ctx.info, ctx.logger)
+        self.session.ship_metrics = ctx.ship_metrics
+        self.session.send_diff = self.params_transfer_type == "DIFF"
         self._finished = threading.Event()
+        if self.launch_external_process:
+            from runtime.client.external import ExternalScript
+
+            ext = ExternalScript(self.session, path, self.argv_tail, ctx.app.custom_dir,
+                                 ctx.workspace, ctx.log_write)
+            self._finished = ext.finished
+            ext.start()
+            return
         # A raw thread: threading.Thread.start() waits until the new thread runs, which costs
         # up to a GIL switch interval per site while other sites' scripts are busy starting.
         _thread.start_new_thread(self._run_script, (path, ctx))

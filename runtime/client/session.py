@@ -6,7 +6,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from runtime.model import FLModel
+from runtime.model import FLModel, ParamsType
 
 Done = Callable[[FLModel | None, str | None], None]  # (result, error): exactly one is None
 
@@ -42,6 +42,23 @@ class ScriptSession:
         self._ended = False
         self._script_done = False
         self._script_error: str | None = None
+        self._metrics: list[dict[str, Any]] = []
+        self._metrics_lock = threading.Lock()
+        self.ship_metrics: Callable[[list[dict[str, Any]]], None] | None = None
+        self.send_diff = False  # params_transfer_type DIFF: send params - received params
+
+    # ---- tracked metrics ---------------------------------------------------------------------
+
+    def record_metric(self, record: dict[str, Any]) -> None:
+        with self._metrics_lock:
+            self._metrics.append(record)
+
+    def flush_metrics(self) -> None:
+        """Ship what the script recorded (called at each result, at the end, and on flush())."""
+        with self._metrics_lock:
+            batch, self._metrics = self._metrics, []
+        if batch and self.ship_metrics is not None:
+            self.ship_metrics(batch)
 
     # ---- site side ---------------------------------------------------------------------------
 
@@ -71,6 +88,10 @@ class ScriptSession:
         self._fail_pending("the job ended before the script answered")
 
     def script_finished(self, error: str | None) -> None:
+        try:
+            self.flush_metrics()
+        except Exception:  # noqa: BLE001
+            pass
         with self._cond:
             self._script_done = True
             self._script_error = error
@@ -89,11 +110,14 @@ class ScriptSession:
         for t in pending:
             self._finish(t, None, f"task '{t.name}': {error}" if "Traceback" not in error else error)
 
-    @staticmethod
-    def _finish(task: _Task, result: FLModel | None, error: str | None) -> None:
+    def _finish(self, task: _Task, result: FLModel | None, error: str | None) -> None:
         if task.finished:
             return
         task.finished = True
+        try:
+            self.flush_metrics()  # a round's curves reach the server with its result
+        except Exception:  # noqa: BLE001 - losing a metric must not lose the result
+            pass
         try:
             task.done(result, error)
         finally:  # after the result is handed over: -t bounds results in flight too
@@ -152,12 +176,29 @@ class ScriptSession:
             raise TypeError(f"flare.send() takes an FLModel, got {type(model).__name__}")
         with self._cond:
             task = self._current
+            if task is None and self._ended:
+                return  # the job ended (or was aborted) while the script worked: nothing to answer
             if task is None:
                 raise RuntimeError("flare.send() called with no task: call flare.receive() first")
             self._current = None
+        if self.send_diff and model.params_type == ParamsType.FULL and model.params:
+            model = _as_diff(model, (task.model.params if task.model else None) or {})
         self._finish(task, model, None)
 
     @property
     def task_name(self) -> str | None:
         cur = self._current or self._incoming
         return cur.name if cur else None
+
+
+def _as_diff(model: FLModel, received: dict[str, Any]) -> FLModel:
+    """The same model with params replaced by params - received (keys absent from the
+    received model are sent whole)."""
+    diff = {}
+    for key, value in model.params.items():
+        base = received.get(key)
+        diff[key] = value - base.to(value.dtype) if hasattr(value, "detach") and base is not None \
+            else (value - base if base is not None else value)
+    out = model.copy_meta()
+    out.params, out.params_type = diff, ParamsType.DIFF
+    return out

@@ -124,9 +124,21 @@ def register_custom_dir(key: str, custom_dir: str | Path) -> None:
     for entry in sorted(path.iterdir()):
         name = entry.name.split(".")[0] if entry.is_file() else entry.name
         existing = sys.modules.get(name)
-        if existing is not None and not isinstance(existing, _CustomProxy) and _provides(path, name):
+        if (existing is not None and not isinstance(existing, _CustomProxy) and _provides(path, name)
+                and not _same_source(existing, entry)):
             warnings.warn(f'custom/{entry.name} of job "{key}" is hidden by the already imported module "{name}" '
                           f"({getattr(existing, '__file__', 'built-in')}); rename it", stacklevel=2)
+
+
+def _same_source(module: types.ModuleType, entry: Path) -> bool:
+    """Whether an already imported module is this very file (e.g. a recipe's own model.py)."""
+    file = getattr(module, "__file__", None)
+    if not file or not entry.is_file():
+        return False
+    try:
+        return Path(file).read_bytes() == entry.read_bytes()
+    except OSError:
+        return False
 
 
 def unregister(key: str) -> None:

@@ -52,6 +52,7 @@ class ServerEngine:
         self._lock = threading.Lock()
         self._tasks: dict[str, _PendingTask] = {}
         self._job_listeners: dict[str, Callable[[str, str, str | None], None]] = {}
+        self._metric_sinks: dict[str, Callable[[str, list], None]] = {}
         self._closed = False
         self._dirty: dict[str, None] = {}  # sites with queued messages, in arrival order
         self._dirty_cond = threading.Condition()
@@ -137,6 +138,21 @@ class ServerEngine:
         listener = self._job_listeners.get(job_id)
         if listener is not None:
             listener(site, state, detail)
+
+    def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
+        self._site(site)
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise TransportError("metric records must be a list of objects")
+        sink = self._metric_sinks.get(job_id)
+        if sink is not None:
+            sink(site, records)
+        self.events.publish("metrics", job_id=job_id, site=site, count=len(records))
+
+    def add_metric_sink(self, job_id: str, sink: Callable[[str, list], None]) -> None:
+        self._metric_sinks[job_id] = sink
+
+    def remove_metric_sink(self, job_id: str) -> None:
+        self._metric_sinks.pop(job_id, None)
 
     def goodbye(self, site: str) -> None:
         rec = self.sites.get(site)

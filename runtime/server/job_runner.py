@@ -45,6 +45,7 @@ class JobContext:
     last_outcome: GroupOutcome | None = None
     current_round: int | None = None
     total_rounds: int | None = None
+    metrics_writer: Any = None  # runtime.tracking.MetricsWriter once the job starts
     _round_started_at: float = 0.0
 
     def round_started(self, current_round: int, total_rounds: int, targets: list[str]) -> None:
@@ -69,6 +70,16 @@ class JobContext:
             "metrics": metrics,
         }
         self.workspace.record_round(record)  # persisted before the round is reported done
+        if self.metrics_writer is not None:
+            now = time.time()
+            try:
+                self.metrics_writer.write("server", [
+                    {"tag": str(k), "value": float(v), "step": current_round, "wall_time": now}
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)])
+                self.metrics_writer.flush()
+            except (ValueError, TypeError, OSError) as e:
+                self.logger.warning(f"round metrics not written to TensorBoard files: {e}")
         self.engine.events.publish("round_completed", job_id=self.job_id, **record)
         self.logger.info(f"round {current_round + 1}/{self.total_rounds} completed: {metrics}")
 
@@ -109,6 +120,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self.controllers: list[Any] = []
         self.ctx: JobContext | None = None
+        self.metrics_writer: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -144,6 +156,10 @@ class JobRunner:
             self.prepare()
         self.workspace = self.ctx.workspace = JobWorkspace(self.job_root)
         _add_file_handler(self.logger, self.workspace.logs_dir / "server.log")
+        from runtime.tracking import MetricsWriter
+
+        self.metrics_writer = self.ctx.metrics_writer = MetricsWriter(self.workspace.result_dir / "tb")
+        self.engine.add_metric_sink(self.job_id, self._on_site_metrics)
         self.workspace.copy_job_folder(self.job.root)
         self.engine.add_job_listener(self.job_id, self._on_site_report)
         self._set_status(JobStatus.SUBMITTED)
@@ -197,6 +213,9 @@ class JobRunner:
             for site in deployed:
                 self.engine.end_job_on(site, self.job_id, self.status)
             self.engine.remove_job_listener(self.job_id)
+            self.engine.remove_metric_sink(self.job_id)
+            if self.metrics_writer is not None:
+                self.metrics_writer.close()
             unregister(app_key(self.job.server_app()))
             self.ended_at = time.time()
             self._write_status()
@@ -224,6 +243,12 @@ class JobRunner:
         for site, detail in self.failure_details.items():
             self.logger.error(f"{site}:\n{detail}")
         self._set_status(JobStatus.FAILED, reason=reason)
+
+    def _on_site_metrics(self, site: str, records: list[dict[str, Any]]) -> None:
+        try:
+            self.metrics_writer.write(site, records)
+        except (ValueError, TypeError, OSError) as e:
+            self.logger.warning(f"metrics from {site} not written: {e}")
 
     def _on_site_report(self, site: str, state: str, detail: str | None) -> None:
         with self._reports_cond:

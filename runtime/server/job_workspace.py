@@ -85,6 +85,12 @@ class JobWorkspace:
         path = self.result_dir / f"{name}.npz"
         if model.params is not None:
             save_params_npz(path, model.params)
+            if any(type(v).__module__.startswith("torch") for v in model.params.values()):
+                import torch  # a torch model is also kept as a state_dict, exact in every dtype
+
+                tmp = path.with_name(f".{name}.tmp{os.getpid()}.pt")
+                torch.save(dict(model.params), tmp)
+                os.replace(tmp, self.result_dir / f"{name}.pt")
         info = {
             "params_type": str(model.params_type) if model.params_type else None,
             "current_round": model.current_round,

@@ -95,6 +95,8 @@ class FLHandler(Protocol):
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None: ...
 
+    def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None: ...
+
     def goodbye(self, site: str) -> None: ...
 
 
@@ -136,6 +138,10 @@ class SiteTransport(abc.ABC):
     @abc.abstractmethod
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
         """Tell the server the site's job is ready, failed (with detail) or finished."""
+
+    @abc.abstractmethod
+    def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
+        """Ship tracked metrics ({"tag", "value", "step", "wall_time"} records) to the server."""
 
     @abc.abstractmethod
     def goodbye(self, site: str) -> None:

@@ -145,6 +145,10 @@ class InProcTransport(SiteTransport):
         self._check()
         self._handler.report_job(site, job_id, state, detail)
 
+    def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
+        self._check()
+        self._handler.log_metrics(site, job_id, _json_copy(records, "metric records"))
+
     def goodbye(self, site: str) -> None:
         if not self._closed:
             self._handler.goodbye(site)

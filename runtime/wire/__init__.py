@@ -1,10 +1,15 @@
-"""Wire formats: params and FLModel streams (JSON header + raw buffers; never pickle)."""
+"""Wire formats: params and FLModel streams (JSON header + raw buffers; never pickle).
+
+Params may hold numpy arrays or torch tensors; torch is optional and never imported here.
+"""
 
 from runtime.wire.codec import (
     DEFAULT_CHUNK_SIZE,
     MAGIC,
     MAX_ENTRIES,
     MAX_HEADER_BYTES,
+    BFloat16Mode,
+    DecodeTarget,
     ModelAssembler,
     ParamsAssembler,
     WireError,
@@ -16,14 +21,18 @@ from runtime.wire.codec import (
     iter_chunks,
     iter_model_chunks,
 )
+from runtime.wire.convert import ParamsFormat, params_format, params_to_numpy, params_to_torch
 
 __all__ = [
+    "BFloat16Mode",
     "DEFAULT_CHUNK_SIZE",
+    "DecodeTarget",
     "MAGIC",
     "MAX_ENTRIES",
     "MAX_HEADER_BYTES",
     "ModelAssembler",
     "ParamsAssembler",
+    "ParamsFormat",
     "WireError",
     "decode_model",
     "decode_params",
@@ -32,4 +41,7 @@ __all__ = [
     "encoded_size",
     "iter_chunks",
     "iter_model_chunks",
+    "params_format",
+    "params_to_numpy",
+    "params_to_torch",
 ]

@@ -1,4 +1,9 @@
-"""Params wire format: a JSON header plus raw little-endian array buffers, chunkable; no pickle."""
+"""Params wire format: a JSON header plus raw little-endian array buffers, chunkable; no pickle.
+
+Each header entry has a kind: "numpy" (numpy arrays, Python numbers) or "torch" (torch tensors,
+sent from any device, detached). torch is optional and only loaded when a tensor is seen or torch
+output is requested (see torch_support).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import Any, Iterable, Iterator, Literal, Union
 import numpy as np
 
 from runtime.model import FLModel, ParamsType
+from runtime.wire import torch_support
+from runtime.wire.torch_support import TORCH_WIRE_DTYPES
 
 MAGIC = b"FLP1"
 VERSION = 1
@@ -21,8 +28,9 @@ ALIGN = 64  # every array starts at a multiple of ALIGN from the stream start
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 
 BFloat16Mode = Literal["uint16", "float32", "ml_dtypes"]
+DecodeTarget = Literal["auto", "numpy", "torch"]
 Buffer = Union[bytes, bytearray, memoryview]
-_Entry = tuple[str, str, tuple[int, ...], int, int]  # name, dtype, shape, offset, nbytes
+_Entry = tuple[str, str, str, tuple[int, ...], int, int]  # name, kind, dtype, shape, offset, nbytes
 
 _WIRE_DTYPES: dict[str, np.dtype] = {
     n: np.dtype(n).newbyteorder("<")
@@ -30,6 +38,7 @@ _WIRE_DTYPES: dict[str, np.dtype] = {
               "float16", "float32", "float64", "complex64", "complex128")
 }
 _WIRE_DTYPES["bfloat16"] = np.dtype("<u2")  # carried as raw bits
+_KIND_DTYPES = {"numpy": frozenset(_WIRE_DTYPES), "torch": TORCH_WIRE_DTYPES}
 _ENTRY_KEYS = frozenset({"name", "kind", "dtype", "shape", "offset", "nbytes"})
 _MODEL_DICTS = ("metrics", "meta", "optimizer_params")
 _MODEL_INTS = ("current_round", "total_rounds", "start_round")
@@ -61,36 +70,43 @@ def _bytes_view(data: Any) -> memoryview:
     return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
 
 
-def _as_array(name: str, value: Any) -> tuple[np.ndarray, str]:
-    """The numpy array sent for params[name] and its wire dtype (hook: other kinds, e.g. torch)."""
+def _source(name: str, value: Any) -> tuple[Any, str, str, tuple[int, ...]]:
+    """(source, kind, wire dtype, shape) sent for params[name]; the source is a numpy array or a
+    detached tensor, which `_pieces` copies to the CPU only when its turn comes."""
+    if torch_support.is_tensor(value):
+        why = torch_support.problem(value)
+        if why:
+            raise WireError(f"params[{_q(name)}]: {why}")
+        t = value.detach()
+        return t, "torch", torch_support.wire_dtype(t), tuple(t.shape)
     try:
         arr = np.asarray(value)
     except Exception as e:  # ragged lists and the like
         raise WireError(f"params[{_q(name)}]: {type(value).__name__} value cannot be sent ({e}); "
                         "use numeric arrays") from None
     if arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:  # ml_dtypes.bfloat16
-        return arr.view(np.uint16), "bfloat16"
+        return arr.view(np.uint16), "numpy", "bfloat16", arr.shape
     if arr.dtype.kind not in "biufc" or arr.dtype.name not in _WIRE_DTYPES:
         raise WireError(f"params[{_q(name)}]: dtype {arr.dtype} cannot be sent; use numeric arrays")
-    return arr, arr.dtype.name
+    return arr, "numpy", arr.dtype.name, arr.shape
 
 
-def _plan(params: Any) -> tuple[list[dict[str, Any]], list[np.ndarray], int]:
+def _plan(params: Any) -> tuple[list[dict[str, Any]], list[Any], int]:
     if not isinstance(params, dict):
         raise WireError(f"params: expected a dict of arrays, got {type(params).__name__}")
     entries: list[dict[str, Any]] = []
-    arrays: list[np.ndarray] = []
+    sources: list[Any] = []
     end = 0
     for name, value in params.items():
         if not isinstance(name, str):
             raise WireError(f"params: key {name!r} of type {type(name).__name__} is not a str")
-        arr, dt = _as_array(name, value)
+        src, kind, dt, shape = _source(name, value)
         off = _align(end)
-        end = off + arr.size * arr.dtype.itemsize
-        entries.append({"name": name, "kind": "numpy", "dtype": dt, "shape": list(arr.shape),
+        end = off + math.prod(shape) * _WIRE_DTYPES[dt].itemsize
+        entries.append({"name": name, "kind": kind, "dtype": dt, "shape": list(shape),
                         "offset": off, "nbytes": end - off})
-        arrays.append(arr)
-    return entries, arrays, end
+        sources.append(src)
+    return entries, sources, end
 
 
 def _header(entries: list[dict[str, Any]] | None, model: dict[str, Any] | None) -> bytes:
@@ -104,13 +120,21 @@ def _header(entries: list[dict[str, Any]] | None, model: dict[str, Any] | None) 
     return MAGIC + struct.pack("<I", size) + text + b" " * (size - len(text))
 
 
-def _pieces(entries: list[dict[str, Any]] | None, arrays: list[np.ndarray],
+def _tensor_array(name: str, t: Any) -> np.ndarray:
+    try:
+        return torch_support.to_numpy(t)
+    except (RuntimeError, TypeError, ValueError) as e:  # e.g. a failing device copy
+        raise WireError(f"params[{_q(name)}]: tensor cannot be read: {e}") from None
+
+
+def _pieces(entries: list[dict[str, Any]] | None, sources: list[Any],
             model: dict[str, Any] | None) -> Iterator[Buffer]:
     yield _header(entries, model)
     pos = 0
-    for e, arr in zip(entries or [], arrays):
+    for e, src in zip(entries or [], sources):
         if e["offset"] > pos:
             yield bytes(e["offset"] - pos)
+        arr = _tensor_array(e["name"], src) if e["kind"] == "torch" else src
         # one contiguous little-endian copy only when needed (non-contiguous or big-endian)
         wire = np.asarray(arr, dtype=_WIRE_DTYPES[e["dtype"]], order="C")
         yield memoryview(wire.reshape(-1).view(np.uint8))
@@ -145,15 +169,20 @@ def encoded_size(params: dict[str, Any]) -> int:
 
 
 def iter_chunks(params: dict[str, Any], chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-    """The encoded stream in chunks of at most chunk_size bytes, never holding it all."""
-    entries, arrays, _ = _plan(params)
-    return _chunked(_pieces(entries, arrays, None), chunk_size)
+    """The encoded stream in chunks of at most chunk_size bytes, never holding it all (tensors on
+    another device are copied to the CPU one at a time, as the stream reaches them)."""
+    entries, sources, _ = _plan(params)
+    return _chunked(_pieces(entries, sources, None), chunk_size)
 
 
 def encode_params(params: dict[str, Any]) -> bytes:
-    """The whole encoded stream as one bytes object."""
-    entries, arrays, _ = _plan(params)
-    return b"".join(_pieces(entries, arrays, None))
+    """The whole encoded stream as one bytes object.
+
+    params maps str names to numpy arrays, numeric Python values or torch tensors (any device,
+    strides or requires_grad; sent detached, bit for bit, with kind "torch").
+    """
+    entries, sources, _ = _plan(params)
+    return b"".join(_pieces(entries, sources, None))
 
 
 def _jsonable(value: Any, path: str, depth: int = 0) -> Any:
@@ -175,7 +204,7 @@ def _jsonable(value: Any, path: str, depth: int = 0) -> Any:
     raise WireError(f"{path}: value of type {type(value).__name__} is not JSON-compatible")
 
 
-def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[np.ndarray], dict]:
+def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[Any], dict]:
     if not isinstance(model, FLModel):
         raise WireError(f"expected an FLModel, got {type(model).__name__}")
     d: dict[str, Any] = {"params_type": None}
@@ -197,8 +226,8 @@ def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[np.nd
         d[f] = None if v is None else int(v)
     if model.params is None:
         return None, [], d
-    entries, arrays, _ = _plan(model.params)
-    return entries, arrays, d
+    entries, sources, _ = _plan(model.params)
+    return entries, sources, d
 
 
 def encode_model(model: FLModel) -> bytes:
@@ -246,14 +275,15 @@ def _parse_header(raw: Buffer) -> tuple[dict[str, Any], list[_Entry] | None, int
         where = f"header entry {i}"
         if not isinstance(e, dict) or set(e) != _ENTRY_KEYS:
             raise WireError(f"{where}: expected an object with keys {sorted(_ENTRY_KEYS)}")
-        name, dt, shape, off, n = e["name"], e["dtype"], e["shape"], e["offset"], e["nbytes"]
+        name, kind, dt, shape = e["name"], e["kind"], e["dtype"], e["shape"]
+        off, n = e["offset"], e["nbytes"]
         if not isinstance(name, str) or name in names:
             raise WireError(f"{where}: name must be a unique str, got {name!r:.80}")
         where = f"header entry {i} ({_q(name)[:80]})"
-        if e["kind"] != "numpy":
-            raise WireError(f"{where}: unsupported kind {e['kind']!r:.40}")
-        if not isinstance(dt, str) or dt not in _WIRE_DTYPES:
-            raise WireError(f"{where}: dtype {dt!r:.40} is not allowed")
+        if not isinstance(kind, str) or kind not in _KIND_DTYPES:
+            raise WireError(f"{where}: unsupported kind {kind!r:.40}")
+        if not isinstance(dt, str) or dt not in _KIND_DTYPES[kind]:
+            raise WireError(f"{where}: dtype {dt!r:.40} is not allowed for kind {kind}")
         if (not isinstance(shape, list) or len(shape) > MAX_NDIM
                 or not all(_is_int(d) and 0 <= d < 2**62 for d in shape)):
             raise WireError(f"{where}: bad shape {shape!r:.80} (need up to {MAX_NDIM} "
@@ -268,7 +298,7 @@ def _parse_header(raw: Buffer) -> tuple[dict[str, Any], list[_Entry] | None, int
             why = "overlaps the previous entry" if off < expect else "leaves a gap"
             raise WireError(f"{where}: offset {off} {why} (expected {expect})")
         names.add(name)
-        out.append((name, dt, tuple(shape), off, n))
+        out.append((name, kind, dt, tuple(shape), off, n))
         end = off + n
     return head, out, end
 
@@ -281,18 +311,49 @@ def _check_mode(bfloat16: str) -> str:
     return bfloat16
 
 
-def _finish_array(arr: np.ndarray, dt: str, bfloat16: str) -> np.ndarray:
-    if not arr.dtype.isnative:  # big-endian host
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    if dt != "bfloat16" or bfloat16 == "uint16":
-        return arr
-    if bfloat16 == "float32":  # exact widening
-        return (arr.astype(np.uint32) << 16).view(np.float32)
+def _check_to(to: str) -> str:
+    if to not in ("auto", "numpy", "torch"):
+        raise ValueError(f"to must be 'auto', 'numpy' or 'torch', got {to!r}")
+    if to == "torch":
+        torch_support.load(required=True, why="to='torch'")  # fails early and clearly
+    return to
+
+
+def bfloat16_from_bits(bits: np.ndarray, mode: str) -> np.ndarray:
+    """bfloat16 values held as uint16 bits, as `mode` asks: "uint16" (the bits themselves),
+    "float32" (exact widening) or "ml_dtypes" (a view as ml_dtypes.bfloat16)."""
+    if mode == "uint16":
+        return bits
+    if mode == "float32":
+        wide = bits.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
     import ml_dtypes
-    return arr.view(ml_dtypes.bfloat16)
+    return bits.view(ml_dtypes.bfloat16)
 
 
-def _model_from(head: dict[str, Any], params: dict[str, np.ndarray] | None) -> FLModel:
+def _outputs(entries: list[_Entry], arrays: dict[str, np.ndarray], to: str,
+             bfloat16: str) -> dict[str, Any]:
+    """The decoded values: numpy arrays, or CPU tensors for the kinds that `to` sends to torch."""
+    as_torch = {"numpy": (), "auto": ("torch",), "torch": ("numpy", "torch")}[to]
+    if to == "auto" and any(e[1] == "torch" for e in entries) and torch_support.load() is None:
+        as_torch = ()  # no torch here: its entries come back as numpy arrays
+    out: dict[str, Any] = {}
+    for name, kind, dt, *_ in entries:
+        arr = arrays[name]
+        if not arr.dtype.isnative:  # big-endian host
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if kind not in as_torch:
+            out[name] = bfloat16_from_bits(arr, bfloat16) if dt == "bfloat16" else arr
+            continue
+        try:  # shares the array when it is a writeable copy, else copies: never the wire buffer
+            out[name] = torch_support.from_numpy(arr, dt)
+        except TypeError as e:  # e.g. uint32 with a torch older than 2.3
+            raise WireError(f"entry {_q(name)}: {dt} cannot become a torch tensor ({e})") from None
+    return out
+
+
+def _model_from(head: dict[str, Any], params: dict[str, Any] | None) -> FLModel:
     m = head.get("model", {})
     defaults = FLModel()
     if not isinstance(m, dict) or not set(m) <= {"params_type", *_MODEL_DICTS, *_MODEL_INTS}:
@@ -314,8 +375,9 @@ def _model_from(head: dict[str, Any], params: dict[str, np.ndarray] | None) -> F
                    optimizer_params=m.get("optimizer_params"))
 
 
-def _decode(data: Buffer, copy: bool, bfloat16: str) -> tuple[dict, dict[str, np.ndarray] | None]:
+def _decode(data: Buffer, copy: bool, bfloat16: str, to: str) -> tuple[dict, dict | None]:
     _check_mode(bfloat16)
+    _check_to(to)
     mv = _bytes_view(data)
     if len(mv) < PREFIX_SIZE:
         raise WireError(f"truncated stream: {len(mv)} bytes, need at least {PREFIX_SIZE}")
@@ -332,8 +394,8 @@ def _decode(data: Buffer, copy: bool, bfloat16: str) -> tuple[dict, dict[str, np
         raise WireError(f"{len(body) - total} trailing bytes after the data region")
     if entries is None:
         return head, None
-    out = {}
-    for name, dt, shape, off, n in entries:
+    arrays = {}
+    for name, _, dt, shape, off, n in entries:
         try:
             arr = np.frombuffer(body[off:off + n], dtype=_WIRE_DTYPES[dt]).reshape(shape)
         except (ValueError, MemoryError) as e:
@@ -342,26 +404,34 @@ def _decode(data: Buffer, copy: bool, bfloat16: str) -> tuple[dict, dict[str, np
             arr = arr.copy()
         else:
             arr.flags.writeable = False
-        out[name] = _finish_array(arr, dt, bfloat16)
-    return head, out
+        arrays[name] = arr
+    return head, _outputs(entries, arrays, to, bfloat16)
 
 
-def decode_params(data: Buffer, copy: bool = True,
-                  bfloat16: BFloat16Mode = "uint16") -> dict[str, np.ndarray]:
-    """Arrays from an encoded stream: writeable copies, or read-only zero-copy views if not copy.
+def decode_params(data: Buffer, copy: bool = True, bfloat16: BFloat16Mode = "uint16",
+                  to: DecodeTarget = "auto") -> dict[str, Any]:
+    """Params from an encoded stream.
 
-    bfloat16 entries come back as "uint16" raw bits (default; do not do arithmetic on them),
-    "float32" (exact widening) or "ml_dtypes" (ml_dtypes.bfloat16; needs that package).
+    to: "auto" gives torch tensors for entries sent as tensors when torch can be imported, numpy
+    arrays otherwise; "numpy" gives numpy arrays for all; "torch" gives CPU tensors for all
+    (ImportError without torch).
+    Numpy arrays are writeable copies, or read-only zero-copy views if not copy; tensors always
+    own their memory (a copy when copy=False, as torch has no read-only tensors).
+    bfloat16 says how numpy arrays hold bfloat16 entries: "uint16" raw bits (default; do not do
+    arithmetic on them), "float32" (exact widening) or "ml_dtypes" (ml_dtypes.bfloat16; needs
+    that package). Tensors are torch.bfloat16, bit for bit.
     """
-    _, params = _decode(data, copy, bfloat16)
+    _, params = _decode(data, copy, bfloat16, to)
     if params is None:
         raise WireError("the stream holds an FLModel with params=None; use decode_model")
     return params
 
 
-def decode_model(data: Buffer, copy: bool = True, bfloat16: BFloat16Mode = "uint16") -> FLModel:
-    """The FLModel from `encode_model` (a plain params stream gives FLModel defaults)."""
-    return _model_from(*_decode(data, copy, bfloat16))
+def decode_model(data: Buffer, copy: bool = True, bfloat16: BFloat16Mode = "uint16",
+                 to: DecodeTarget = "auto") -> FLModel:
+    """The FLModel from `encode_model` (a plain params stream gives FLModel defaults); the
+    arguments are those of `decode_params`."""
+    return _model_from(*_decode(data, copy, bfloat16, to))
 
 
 class _Assembler:
@@ -370,10 +440,12 @@ class _Assembler:
     Arrays are allocated when their first byte arrives; discard the assembler after an error.
     """
 
-    def __init__(self, max_bytes: int | None = None, bfloat16: BFloat16Mode = "uint16") -> None:
+    def __init__(self, max_bytes: int | None = None, bfloat16: BFloat16Mode = "uint16",
+                 to: DecodeTarget = "auto") -> None:
         self.max_bytes = max_bytes
         self.received = 0
         self._bf16 = _check_mode(bfloat16)
+        self._to = _check_to(to)
         self._head = bytearray()
         self._size: int | None = None
         self._header: dict[str, Any] | None = None
@@ -416,7 +488,7 @@ class _Assembler:
             raise WireError(f"too many bytes: the header announces {self._total} data bytes, "
                             f"received at least {self._pos + len(mv)}")
         while len(mv):
-            name, dt, shape, off, n = self._entries[self._index]
+            name, _, dt, shape, off, n = self._entries[self._index]
             if self._pos < off:  # alignment padding
                 k = min(len(mv), off - self._pos)
             else:
@@ -430,22 +502,26 @@ class _Assembler:
                 self._index += 1
                 self._flat = None
 
-    def _finish(self) -> dict[str, np.ndarray] | None:
+    def _finish(self) -> dict[str, Any] | None:
         if self._header is None:
             raise WireError(f"truncated stream: header incomplete after {self.received} bytes")
         if self._pos < self._total:
             raise WireError(f"truncated stream: received {self._pos} of {self._total} data bytes")
         if self._header["params"] is None:
             return None
-        return {name: _finish_array(self._arrays[name] if name in self._arrays
-                                    else self._alloc(name, dt, shape), dt, self._bf16)
-                for name, dt, shape, _, _ in self._entries}
+        for name, _, dt, shape, _, _ in self._entries:
+            if name not in self._arrays:  # empty, so no byte of it arrived
+                self._alloc(name, dt, shape)
+        return _outputs(self._entries, self._arrays, self._to, self._bf16)
 
 
 class ParamsAssembler(_Assembler):
-    """feed() the chunks of `iter_chunks`, then result(); memory stays about 1x the model."""
+    """feed() the chunks of `iter_chunks`, then result(); memory stays about 1x the model.
 
-    def result(self) -> dict[str, np.ndarray]:
+    bfloat16 and to are those of `decode_params`; tensors share the assembled arrays' memory.
+    """
+
+    def result(self) -> dict[str, Any]:
         params = self._finish()
         if params is None:
             raise WireError("the stream holds an FLModel with params=None; use ModelAssembler")

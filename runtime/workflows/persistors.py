@@ -54,3 +54,30 @@ class NumpyModelPersistor:
 
     def save_model(self, model: FLModel) -> None:
         self.last = model
+
+
+class TorchModelPersistor:
+    """Loads a torch state_dict written in flshell's wire format (what FedAvgRecipe exports).
+
+    No pickle is involved: the file is a header plus raw tensor bytes.
+
+    Args:
+        path: the .flp file (write "{APP_DIR}/custom/initial_model.flp" for one in the app).
+    """
+
+    def __init__(self, path: str) -> None:
+        if not isinstance(path, str) or not path:
+            raise ArgError("path", "the path of an .flp params file", path)
+        self.path = path
+
+    def load_model(self) -> FLModel:
+        from runtime.wire import decode_params
+
+        p = Path(self.path)
+        if not p.is_file():
+            raise FileNotFoundError(f"TorchModelPersistor: no model file {p}")
+        return FLModel(params=decode_params(p.read_bytes(), to="torch"),
+                       params_type=ParamsType.FULL)
+
+    def save_model(self, model: FLModel) -> None:
+        """The job workspace keeps every saved model; nothing more to do here."""

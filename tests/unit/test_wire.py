@@ -344,7 +344,7 @@ MALFORMED = [
     (_craft({**V, "params": [{"name": "w"}]}), "expected an object with keys"),
     (_craft({**V, "params": [_entry("w", "uint8", [1]), _entry("w", "uint8", [1], 64)]}, bytes(65)),
      "name must be a unique str"),
-    (_craft({**V, "params": [{**_entry("w", "uint8", [1]), "kind": "torch"}]}, b"\0"),
+    (_craft({**V, "params": [{**_entry("w", "uint8", [1]), "kind": "jax"}]}, b"\0"),
      'header entry 0 ("w"): unsupported kind'),
     (_craft({**V, "params": [_entry("w", "object", [1], nbytes=8)]}, bytes(8)),
      "dtype 'object' is not allowed"),
