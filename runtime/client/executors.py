@@ -88,6 +88,17 @@ def run_script(path: Path) -> None:
     exec(code, namespace)
 
 
+def convert_params(model: FLModel, fmt: str) -> FLModel:
+    """The same model with its params as numpy arrays or torch tensors."""
+    if not model.params:
+        return model
+    from runtime.wire import params_to_numpy, params_to_torch
+
+    model.params = params_to_torch(model.params) if fmt == "torch" else \
+        params_to_numpy(model.params, bfloat16="auto")
+    return model
+
+
 def _user_traceback(e: BaseException, script: Path) -> str:
     """The traceback from the script's own frames on (the runtime's frames above it are noise)."""
     tb = e.__traceback__
@@ -122,6 +133,8 @@ class ScriptExecutor(Executor):
         launch_external_process: run the script in its own Python process.
         params_transfer_type: "DIFF" sends the change from the received model (computed here
             when the script sends FULL params), "FULL" the params as the script sends them.
+        params_exchange_format: "torch" hands the script torch tensors whatever the server
+            keeps, "numpy" numpy arrays; null (default) passes params as they come.
     """
 
     def __init__(
@@ -132,10 +145,14 @@ class ScriptExecutor(Executor):
         task_script_path: str | None = None,
         task_script_args: str | None = None,
         params_transfer_type: str = "FULL",
+        params_exchange_format: str | None = None,
     ) -> None:
         if params_transfer_type not in ("FULL", "DIFF"):
             raise ArgError("params_transfer_type", '"FULL" or "DIFF"', params_transfer_type)
+        if params_exchange_format not in (None, "numpy", "torch"):
+            raise ArgError("params_exchange_format", '"numpy", "torch" or null', params_exchange_format)
         self.params_transfer_type = params_transfer_type
+        self.params_exchange_format = params_exchange_format
         script = script or task_script_path
         if not script:
             raise ArgError("script", "the path of the site's training script", script)
@@ -196,6 +213,12 @@ class ScriptExecutor(Executor):
         gate: threading.Semaphore | None,
     ) -> bool:
         assert self.session is not None, "start() was not called"
+        fmt = self.params_exchange_format
+        if fmt is not None:
+            def prepare_as(inner=prepare) -> FLModel:
+                return convert_params(inner(), fmt)
+
+            prepare = prepare_as
         self.session.deliver(task_name, prepare, done, gate)
         return True
 

@@ -47,6 +47,11 @@ class ExternalScript:
         env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env[channel.ENV_CHANNEL] = f"127.0.0.1:{port}"
         env[channel.ENV_TOKEN] = token
+        # Sites sharing a host share its cores: without a cap, N processes each start an
+        # OpenMP/MKL pool as wide as the machine and spin against each other.
+        share = max(1, (os.cpu_count() or 1) // max(1, int(self.session.info.get("host_sites", 1))))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, str(share))
         info = {"site_name": self.session.site, "job_id": self.session.job_id, **self.session.info}
         env[channel.ENV_INFO] = json.dumps(info)
         self.workspace.mkdir(parents=True, exist_ok=True)

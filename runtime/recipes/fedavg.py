@@ -69,13 +69,21 @@ class FedAvgRecipe(_FedAvgBase):
     """FedAvg for PyTorch. `initial_model` is an nn.Module (or None: sites start from their own).
 
     Its state_dict travels in the job folder in flshell's wire format (no pickle), so every
-    dtype (bfloat16 included) arrives bit for bit.
+    dtype (bfloat16 included) arrives bit for bit. Sites always get torch tensors;
+    `server_expected_format="numpy"` makes the server keep and aggregate numpy arrays (a
+    server host without torch), "torch" (default) keeps tensors end to end.
     """
 
     def __init__(self, name: str, initial_model: Any, min_clients: int, num_rounds: int,
-                 train_script: str, **kwargs: Any) -> None:
+                 train_script: str, server_expected_format: str = "torch", **kwargs: Any) -> None:
+        if server_expected_format not in ("torch", "numpy"):
+            raise ArgError("server_expected_format", '"torch" or "numpy"', server_expected_format)
         self.initial_model = initial_model
+        self.server_expected_format = server_expected_format
         super().__init__(name, min_clients, num_rounds, train_script, **kwargs)
+        # the sites always train on tensors; the server keeps what it was told to expect
+        self.workflows[0]["args"]["server_expected_format"] = server_expected_format
+        self.executors[0]["executor"]["args"]["params_exchange_format"] = "torch"
 
     def _persistor(self) -> dict | None:
         if self.initial_model is None:
@@ -87,7 +95,8 @@ class FedAvgRecipe(_FedAvgBase):
 
         self.add_custom_data("initial_model.flp", encode_params(dict(state())))
         return component("runtime.workflows.persistors.TorchModelPersistor",
-                         {"path": "{APP_DIR}/custom/initial_model.flp"}, id="persistor")
+                         {"path": "{APP_DIR}/custom/initial_model.flp",
+                          "to": self.server_expected_format}, id="persistor")
 
 
 class NumpyFedAvgRecipe(_FedAvgBase):

@@ -182,7 +182,7 @@ class Simulator:
         gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
         job = self.job
         for i, site in enumerate(self.sites):
-            info: dict[str, Any] = {"simulated": True}
+            info: dict[str, Any] = {"simulated": True, "host_sites": len(self.sites)}
             if self.gpus:
                 info["gpu"] = self.gpus[i % len(self.gpus)]
             agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],

@@ -104,10 +104,16 @@ class ModelController:
             )
         data = data if data is not None else FLModel(params={}, params_type=ParamsType.FULL)
 
+        fmt = getattr(self, "server_expected_format", None)
+
         def as_model(result: TaskResult) -> FLModel:
             model = result.model or FLModel(params=None)
             model.meta["site_name"] = result.site
             model.meta["client_name"] = result.site
+            if fmt is not None and model.params:
+                from runtime.client.executors import convert_params
+
+                model = convert_params(model, fmt)
             return model
 
         group_cb = (lambda r: callback(as_model(r))) if callback is not None else None

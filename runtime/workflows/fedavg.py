@@ -39,6 +39,8 @@ class FedAvg(ModelController):
         key_metric: metric whose best value selects the model saved as best_global_model.
         key_metric_mode: "max" (default) or "min".
         timeout: seconds a round waits for results (default: no limit).
+        server_expected_format: "numpy" keeps the global model as numpy arrays whatever the
+            sites send (a server without torch), "torch" as tensors; null keeps what comes.
     """
 
     def __init__(
@@ -55,8 +57,12 @@ class FedAvg(ModelController):
         key_metric_mode: str = "max",
         timeout: float | None = None,
         seed: int = 0,
+        server_expected_format: str | None = None,
     ) -> None:
         super().__init__(persistor_id=persistor_id, seed=seed)
+        if server_expected_format not in (None, "numpy", "torch"):
+            raise ArgError("server_expected_format", '"numpy", "torch" or null', server_expected_format)
+        self.server_expected_format = server_expected_format
         check_positive_int("num_rounds", num_rounds)
         if min_clients is not None:
             check_positive_int("min_clients", min_clients)

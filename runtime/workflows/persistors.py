@@ -63,12 +63,16 @@ class TorchModelPersistor:
 
     Args:
         path: the .flp file (write "{APP_DIR}/custom/initial_model.flp" for one in the app).
+        to: "torch" (default) or "numpy" for a server that keeps numpy arrays.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, to: str = "torch") -> None:
         if not isinstance(path, str) or not path:
             raise ArgError("path", "the path of an .flp params file", path)
+        if to not in ("torch", "numpy"):
+            raise ArgError("to", '"torch" or "numpy"', to)
         self.path = path
+        self.to = to
 
     def load_model(self) -> FLModel:
         from runtime.wire import decode_params
@@ -76,7 +80,7 @@ class TorchModelPersistor:
         p = Path(self.path)
         if not p.is_file():
             raise FileNotFoundError(f"TorchModelPersistor: no model file {p}")
-        return FLModel(params=decode_params(p.read_bytes(), to="torch"),
+        return FLModel(params=decode_params(p.read_bytes(), to=self.to, bfloat16="float32"),
                        params_type=ParamsType.FULL)
 
     def save_model(self, model: FLModel) -> None:

@@ -89,3 +89,34 @@ def test_bad_recipe_arguments_are_named():
         np_recipe(params_transfer_type="HALF")
     with pytest.raises(ArgError, match="train_script"):
         np_recipe(train_script="no_such_script.py")
+
+
+def test_torch_sites_with_a_numpy_server(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is optional; .ci/run installs it")
+    from runtime.recipes import FedAvgRecipe
+
+    script = tmp_path / "pt_client.py"
+    script.write_text(
+        "import torch\n"
+        "import runtime.client as flare\n"
+        "flare.init()\n"
+        "while flare.is_running():\n"
+        "    m = flare.receive()\n"
+        "    assert all(isinstance(v, torch.Tensor) for v in m.params.values()), m.params\n"
+        "    flare.send(flare.FLModel(params={k: v + 1 for k, v in m.params.items()}))\n"
+    )
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    seen = {}
+    for fmt in ("numpy", "torch"):
+        run = FedAvgRecipe(name=f"pt-{fmt}", initial_model=net, min_clients=2, num_rounds=2,
+                           train_script=str(script), server_expected_format=fmt).execute(
+            SimEnv(num_clients=2, workspace_root=tmp_path))
+        assert run.get_status() == "COMPLETED"
+        with np.load(Path(run.get_result()) / "global_model.npz", allow_pickle=False) as d:
+            seen[fmt] = {k: d[k] for k in d.files}
+        assert (Path(run.get_result()) / "global_model.pt").exists() == (fmt == "torch")
+    for key, value in start.items():
+        np.testing.assert_allclose(seen["numpy"][key], value.numpy() + 2, rtol=1e-6)
+        np.testing.assert_array_equal(seen["numpy"][key], seen["torch"][key])
