@@ -73,9 +73,11 @@ def test_shortfall_fails_early_naming_the_sites(engine):
     with pytest.raises(TaskGroupError) as e:  # no timeout: waiting for "silent" would hang
         g.wait(min_responses=3)
     assert e.value.sites == ["bad1", "bad2"]
-    assert "1 of 4 sites succeeded, 3 required" in str(e.value)
+    # two failures make 3 successes unreachable: the group may give up before "good" answers
+    assert f"{len(g.outcome.ok_sites)} of 4 sites succeeded, 3 required" in str(e.value)
+    assert g.outcome.ok_sites in ([], ["good"])
     assert g.outcome.failed["bad1"] == "boom 1"
-    assert g.outcome.cancelled == ["silent"]
+    assert "silent" in g.outcome.cancelled
 
 
 def test_timeout_names_silent_sites(engine):
