@@ -34,8 +34,11 @@ def _site(transport, name, behaviour):
             if out is None:
                 continue
             ok = isinstance(out, FLModel)
-            transport.submit_result(TaskResult(msg.task_id, msg.job_id, name, ok,
-                                               out if ok else None, None if ok else str(out)))
+            try:
+                transport.submit_result(TaskResult(msg.task_id, msg.job_id, name, ok,
+                                                   out if ok else None, None if ok else str(out)))
+            except TransportError:
+                pass  # the group stopped waiting for it: a late result is refused
 
     th = threading.Thread(target=loop, daemon=True)
     th.start()
