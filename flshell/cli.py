@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rounds", type=_positive_int, help="override the workflow's num_rounds")
     sim.add_argument("--ready-timeout", type=float, default=60.0,
                      help="seconds to wait for sites to start the job (default: 60)")
+    sim.add_argument("--transport", choices=["inproc", "grpc"], default="inproc",
+                     help="how sites reach the server: in-process calls (default) or gRPC on "
+                          "127.0.0.1 (the transport a real federation uses)")
     sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 

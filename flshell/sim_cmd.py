@@ -26,6 +26,7 @@ def run_sim(args: argparse.Namespace) -> int:
         max_clients=args.max_clients,
         rounds=args.rounds,
         ready_timeout=args.ready_timeout,
+        transport=args.transport,
     )
     try:
         sim.prepare()

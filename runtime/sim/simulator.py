@@ -102,7 +102,12 @@ class Simulator:
         max_clients: int = 100,
         rounds: int | None = None,
         ready_timeout: float = 60.0,
+        transport: str = "inproc",
     ) -> None:
+        if transport not in ("inproc", "grpc"):
+            raise SimUsageError(f"--transport {transport}: expected inproc or grpc")
+        self.transport_kind = transport
+        self._server: Any = None
         self.job_folder = Path(job_folder)
         self.workspace_arg = workspace
         self.n_clients, self.clients = n_clients, clients
@@ -177,7 +182,15 @@ class Simulator:
         assert self.runner is not None and self.engine is not None and self.job is not None
         self._t0 = time.monotonic()
         self._sink = LogSink()
-        transport = InProcTransport(self.engine)
+        if self.transport_kind == "grpc":  # the sites reach the engine over a real gRPC port
+            from runtime.transport.grpc_client import GrpcSiteTransport
+            from runtime.transport.grpc_server import FLServer
+
+            self._server = FLServer(self.engine, "127.0.0.1", 0).start()
+            transport = GrpcSiteTransport(self._server.address)
+        else:
+            transport = InProcTransport(self.engine)
+        self._transport = transport
         n_threads = self.threads or len(self.sites)
         gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
         job = self.job
@@ -217,6 +230,9 @@ class Simulator:
             self.pump.stop()
         for agent in self.agents:
             agent.stop(timeout=5)
+        if self._server is not None:
+            self._transport.close()
+            self._server.stop(0)
         if self._sink is not None:
             self._sink.close()
 

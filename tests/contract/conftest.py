@@ -1,6 +1,7 @@
 """Transports under contract: every implementation of SiteTransport is listed here.
 
-The gRPC issue adds its factory to TRANSPORTS; the tests in this folder must then pass for it too.
+Every test in this folder runs against each of them: a real engine behind a real transport
+(the gRPC one is a real server on 127.0.0.1, port 0).
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ def _inproc(engine: ServerEngine) -> tuple[SiteTransport, Callable[[], None]]:
     return t, t.close
 
 
-TRANSPORTS = {"inproc": _inproc}
+def _grpc(engine: ServerEngine) -> tuple[SiteTransport, Callable[[], None]]:
+    from runtime.transport.grpc_client import GrpcSiteTransport
+    from runtime.transport.grpc_server import FLServer
+
+    server = FLServer(engine, "127.0.0.1", 0).start()
+    t = GrpcSiteTransport(server.address)
+
+    def close() -> None:
+        t.close()
+        server.stop(0)
+
+    return t, close
+
+
+TRANSPORTS = {"inproc": _inproc, "grpc": _grpc}
 
 
 @pytest.fixture(params=sorted(TRANSPORTS))

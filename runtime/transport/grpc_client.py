@@ -1,0 +1,151 @@
+"""GrpcSiteTransport: a site's (or a host's sites') connection to the server's site port."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import grpc
+
+from runtime.proto import fl_pb2, fl_pb2_grpc
+from runtime.transport.base import (
+    JobEnd,
+    JobStart,
+    SiteMessage,
+    SiteTransport,
+    TaskAssignment,
+    TaskResult,
+    TransportError,
+)
+from runtime.transport.grpc_server import MAX_MESSAGE
+from runtime.wire import DEFAULT_CHUNK_SIZE, ModelAssembler, WireError, iter_model_chunks
+
+CALL_DEADLINE = 30.0  # seconds for calls that do not wait on purpose
+
+
+def _error(e: grpc.RpcError) -> TransportError:
+    code = e.code() if hasattr(e, "code") else None
+    details = e.details() if hasattr(e, "details") else str(e)
+    return TransportError(f"{details} ({code.name if code else 'rpc error'})")
+
+
+def _json_text(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise TransportError(f"{what} is not JSON-compatible: {e}") from None
+
+
+class GrpcSiteTransport(SiteTransport):
+    """Insecure for now (loopback, POC); the security issue passes channel credentials."""
+
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE),
+                   ("grpc.max_send_message_length", MAX_MESSAGE)]
+        self.channel = (grpc.secure_channel(address, credentials, options) if credentials
+                        else grpc.insecure_channel(address, options))
+        self.stub = fl_pb2_grpc.FLServiceStub(self.channel)
+        self.chunk_size = chunk_size
+        self._closed = False
+
+    def _call(self, method, request, timeout: float = CALL_DEADLINE):
+        if self._closed:
+            raise TransportError("transport is closed")
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def register(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        reply = self._call(self.stub.Register,
+                           fl_pb2.SiteRequest(site=site, json=_json_text(info, "site info")))
+        return json.loads(reply.json)
+
+    def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
+        reply = self._call(self.stub.Heartbeat,
+                           fl_pb2.SiteRequest(site=site, json=_json_text(info, "heartbeat info")))
+        return json.loads(reply.json)
+
+    def _poll(self, sites: list[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+        if self._closed:
+            raise TransportError("transport is closed")
+        out: list[tuple[str, SiteMessage]] = []
+        try:
+            frames = self.stub.Poll(fl_pb2.PollRequest(sites=sites, timeout=timeout),
+                                    timeout=timeout + CALL_DEADLINE)
+            head: dict[str, Any] | None = None
+            chunks: list[bytes] = []
+            for frame in frames:
+                if frame.header:
+                    if head is not None:
+                        out.append((head["site"], _message(head, chunks)))
+                    head, chunks = json.loads(frame.header), []
+                else:
+                    chunks.append(frame.data)
+            if head is not None:
+                out.append((head["site"], _message(head, chunks)))
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        return out
+
+    def poll(self, site: str, timeout: float) -> SiteMessage | None:
+        got = self._poll([site], timeout)
+        return got[0][1] if got else None
+
+    def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+        return self._poll(sorted(sites), timeout)
+
+    def submit_result(self, result: TaskResult) -> None:
+        model_frames: list[bytes] | None = None
+        if result.model is not None:
+            try:  # encode before sending: what cannot travel fails the task, not the stream
+                model_frames = list(iter_model_chunks(result.model, self.chunk_size))
+            except WireError as e:
+                result = TaskResult(result.task_id, result.job_id, result.site, False, None,
+                                    f"result could not be sent: {e}", result.seconds)
+        head = {"task_id": result.task_id, "job_id": result.job_id, "site": result.site,
+                "ok": result.ok, "error": result.error, "seconds": result.seconds,
+                "has_model": model_frames is not None}
+
+        def frames() -> Iterator[fl_pb2.Frame]:
+            yield fl_pb2.Frame(header=json.dumps(head))
+            for chunk in model_frames or []:
+                yield fl_pb2.Frame(data=chunk)
+
+        self._call(self.stub.SubmitResult, frames(), timeout=CALL_DEADLINE * 4)
+
+    def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
+        self._call(self.stub.ReportJob, fl_pb2.ReportJobRequest(
+            site=site, job_id=job_id, state=state, detail=detail or "", has_detail=detail is not None))
+
+    def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
+        self._call(self.stub.LogMetrics, fl_pb2.MetricsRequest(
+            site=site, job_id=job_id, records_json=_json_text(records, "metric records")))
+
+    def goodbye(self, site: str) -> None:
+        if not self._closed:
+            self._call(self.stub.Goodbye, fl_pb2.SiteRequest(site=site))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.channel.close()
+
+
+def _message(head: dict[str, Any], chunks: list[bytes]) -> SiteMessage:
+    kind = head.get("kind")
+    if kind == "job_start":
+        return JobStart(head["job_id"], head["job_name"], head["app_name"], head.get("meta") or {})
+    if kind == "job_end":
+        return JobEnd(head["job_id"], head["status"])
+    if kind == "task":
+        def materialize():
+            asm = ModelAssembler()
+            for c in chunks:
+                asm.feed(c)
+            return asm.result()
+
+        return TaskAssignment(head["task_id"], head["job_id"], head["task_name"], None,
+                              head.get("timeout"), materialize=materialize)
+    raise TransportError(f"unknown message kind {kind!r} from the server")
