@@ -132,7 +132,8 @@ class ModelController:
         if self.ctx.abort_event.is_set():
             raise JobAborted("job aborted")
         for site, error in sorted(outcome.failed.items()):
-            self.warning(f"task '{task_name}' failed on {site}: {_last_line(error)}")
+            detail = "\n".join("    " + ln for ln in (error or "").rstrip().splitlines()[-8:])
+            self.warning(f"task '{task_name}' failed on {site}: {_last_line(error)}\n{detail}")
         for site in outcome.timed_out:
             self.warning(f"task '{task_name}' timed out on {site}")
         self.ctx.last_outcome = outcome

@@ -74,6 +74,16 @@ def test_crashing_external_script_fails_the_run_with_site_code_and_stderr(tmp_pa
     assert "site-2" in sim.reason
 
 
+def test_external_script_that_returns_early_fails_its_task_not_the_site(tmp_path):
+    recipe = np_recipe(launch_external_process=True, train_args="site-2 return", min_clients=2)
+    run = recipe.execute(SimEnv(num_clients=3, workspace_root=tmp_path))
+    assert run.get_status() == "COMPLETED"  # 2 of 3 results are enough
+    rounds = (run.sim.result().job_dir / "metrics.jsonl").read_text().splitlines()
+    assert '"sites_failed": ["site-2"]' in rounds[1]
+    log = run.sim.result().server_log.read_text()
+    assert "site-2" in log and "exited with code 0" in log
+
+
 def test_diff_transfer_gives_the_same_model(tmp_path):
     run = np_recipe(params_transfer_type="DIFF").execute(SimEnv(num_clients=3, workspace_root=tmp_path))
     assert run.get_status() == "COMPLETED"
