@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from rich.console import Console
@@ -41,10 +42,19 @@ def run_sim(args: argparse.Namespace) -> int:
     # Sites' threads hand work to each other constantly; fewer forced GIL switches between
     # those hand-offs made 1000 sites ~7% faster in paired runs (0.02 s vs the default 0.005 s).
     sys.setswitchinterval(0.02)
-    sub = sim.events.subscribe(types={"round_started", "round_completed", "task_result", "job_status"})
+    # Thousands of long-lived site objects make every full GC pass slow; collect less often,
+    # and once the sites are up, exempt what they built from collection (gc.freeze). Paired
+    # runs of 1000 sites: median 3.4 s -> 2.7 s in-process.
+    gc.set_threshold(10000, 20, 20)
+    view = ProgressView(out, quiet=args.quiet, on_running=gc.freeze)
+    # Only what the view shows: every event taken wakes this thread, which then competes with
+    # the sites for the GIL (10,000 wake-ups for 1000 sites x 5 rounds without a live bar).
+    types = {"job_status"} if args.quiet else {"round_started", "round_completed", "job_status"}
+    if view.live:
+        types.add("task_result")
+    sub = sim.events.subscribe(types=types)
     interrupted = False
     sim.start()
-    view = ProgressView(out, quiet=args.quiet)
     try:
         view.follow(sim, sub)
     except KeyboardInterrupt:

@@ -26,9 +26,10 @@ def _tail(text: str, n: int) -> list[str]:
 class ProgressView:
     """Follows the simulator's event stream: a bar per round, a line per finished round."""
 
-    def __init__(self, console: Console, quiet: bool = False) -> None:
+    def __init__(self, console: Console, quiet: bool = False, on_running=None) -> None:
         self.console = console
         self.quiet = quiet
+        self.on_running = on_running  # called once when the job starts running
         self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -86,6 +87,9 @@ class ProgressView:
                 f"{len(ev['sites_ok'])} sites, {_fmt_metrics(ev['metrics'])}{note}",
                 highlight=False,
             )
+        elif t == "job_status" and ev["status"] == "RUNNING" and self.on_running is not None:
+            self.on_running()
+            self.on_running = None
         elif t == "job_status" and not self.quiet and ev["status"] == "WAITING":
             self.console.print(f"[dim]{escape(ev.get('reason') or 'waiting for sites')}[/]")
 
