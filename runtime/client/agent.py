@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from runtime.client.backoff import Backoff
 from runtime.client.executors import Executor, SiteJobContext
 from runtime.client.sitelog import LogSink, site_logger
 from runtime.jobs import App, ComponentBuilder, JobError, custom_imports
@@ -103,31 +104,62 @@ class SiteAgent:
         self._ending: list[tuple[Executor, SiteJobContext]] = []  # stopped, maybe still running
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.registered = False
+        self.heartbeat_interval = 5.0
         self.logger = site_logger(f"site.{name}", log_sink.writer(self.workspace / "log.txt"))
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def register(self) -> None:
-        self.transport.register(self.name, self.info)
+        reply = self.transport.register(self.name, self.info)
+        self.heartbeat_interval = float(reply.get("heartbeat_interval", 5.0))
+        self.registered = True
 
-    def start(self) -> None:
-        """Register and poll on a thread of its own."""
-        self.register()
+    def start(self, heartbeats: bool = False) -> None:
+        """Poll on a thread of its own (registering first, retrying until the server answers);
+        with `heartbeats`, also report liveness and host/GPU load every heartbeat interval."""
         self._thread = threading.Thread(target=self.run, name=f"{self.name}-agent", daemon=True)
         self._thread.start()
+        if heartbeats:
+            threading.Thread(target=self._heartbeat_loop, name=f"{self.name}-heartbeat",
+                             daemon=True).start()
 
     def run(self) -> None:
+        """Poll and handle messages until stop(); when the server goes away, retry with capped
+        exponential backoff and jitter, and register again once it is back."""
+        backoff = Backoff()
         while not self._stop.is_set():
             try:
+                if not self.registered:
+                    self.register()
+                    self.logger.info(f"{self.name} registered")
                 msg = self.transport.poll(self.name, self.poll_timeout)
+                backoff.reset()
             except TransportError as e:
                 if self._stop.is_set():
                     break
-                self.logger.warning(f"poll failed: {e}")
-                time.sleep(0.5)
+                if "not registered" in str(e):
+                    self.registered = False  # the server restarted and forgot us
+                delay = backoff.delay()
+                self.logger.warning(f"server unreachable ({e}); retrying in {delay:.1f}s")
+                self._stop.wait(delay)
                 continue
             if msg is not None:
                 self.handle(msg)
+
+    def _heartbeat_loop(self) -> None:
+        from runtime.monitor import gpu_load, host_load
+
+        while not self._stop.wait(self.heartbeat_interval):
+            if not self.registered:
+                continue
+            try:
+                self.transport.heartbeat(self.name, {
+                    "jobs": sorted(self.jobs), "host": host_load(), "gpus": gpu_load()})
+            except TransportError as e:
+                if "not registered" in str(e):
+                    self.registered = False
+                self.logger.warning(f"heartbeat failed: {e}")
 
     def handle(self, msg: SiteMessage) -> None:
         if isinstance(msg, JobStart):
