@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from runtime.model import FLModel
 from runtime.server.events import EventBus
-from runtime.server.sites import SiteRegistry, SiteStatus
+from runtime.server.heartbeat import HeartbeatMonitor
+from runtime.server.sites import SiteRecord, SiteRegistry, SiteStatus
 from runtime.transport.base import (
     JobEnd,
     JobStart,
@@ -43,7 +44,13 @@ class ServerEngine:
         workspace: str | Path,
         events: EventBus | None = None,
         heartbeat_interval: float = 5.0,
+        monitor: bool = False,
+        stale_after: float | None = None,
+        lost_after: float | None = None,
     ) -> None:
+        """With `monitor`, a HeartbeatMonitor marks silent sites STALE, then LOST (failing
+        their tasks); `stale_after` / `lost_after` default to 3 and 10 heartbeat intervals.
+        Off by default: the in-process simulator's sites cannot go silent."""
         self.workspace = Path(workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.events = events or EventBus()
@@ -56,19 +63,27 @@ class ServerEngine:
         self._closed = False
         self._dirty: dict[str, None] = {}  # sites with queued messages, in arrival order
         self._dirty_cond = threading.Condition()
+        self.monitor: HeartbeatMonitor | None = None
+        if monitor:
+            self.monitor = HeartbeatMonitor(
+                self, heartbeat_interval, stale_after=stale_after, lost_after=lost_after
+            ).start()
 
     # ---- FLHandler: calls that arrive from sites --------------------------------------------
 
     def register(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
         if not site or not isinstance(site, str):
             raise TransportError(f"invalid site name {site!r}")
-        rec, new = self.sites.upsert(site, info)
-        self.events.publish("site_status", site=site, status=rec.status, new=new)
+        with self.sites.status_lock:
+            old = self.sites.get(site)
+            previous = old.status if old is not None else None
+            rec, new = self.sites.upsert(site, info)
+            back = {"rejoined": True} if previous == SiteStatus.LOST else {}
+            self.events.publish("site_status", site=site, status=rec.status, new=new, **back)
         return {"heartbeat_interval": self.heartbeat_interval}
 
     def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
-        rec = self._site(site)
-        rec.last_seen = time.time()
+        rec = self._touch(site)
         rec.info.update(info)
         if rec.status != SiteStatus.CONNECTED:
             rec.status = SiteStatus.CONNECTED
@@ -78,12 +93,16 @@ class ServerEngine:
 
     def poll(self, site: str, timeout: float) -> SiteMessage | None:
         rec = self._site(site)
-        with rec.cond:
-            if not rec.inbox and timeout > 0:
-                rec.cond.wait_for(lambda: rec.inbox or self._closed, timeout)
-            rec.last_seen = time.time()
-            if rec.inbox:
-                return rec.inbox.popleft()
+        self._seen([rec], polling=1)  # a site blocked in a long poll is alive
+        try:
+            with rec.cond:
+                if not rec.inbox and timeout > 0:
+                    rec.cond.wait_for(lambda: rec.inbox or self._closed, timeout)
+                msg = rec.inbox.popleft() if rec.inbox else None
+        finally:
+            self._seen([rec], polling=-1)
+        if msg is not None:
+            return msg
         if self._closed:
             raise TransportError("the server is shutting down")
         return None
@@ -91,25 +110,36 @@ class ServerEngine:
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
         """Messages queued for any of `sites` (each site's in order); waits up to `timeout`."""
         out: list[tuple[str, SiteMessage]] = []
-        with self._dirty_cond:
-            if not any(s in sites for s in self._dirty) and timeout > 0 and not self._closed:
-                self._dirty_cond.wait_for(
-                    lambda: self._closed or any(s in sites for s in self._dirty), timeout
-                )
-            ready = [s for s in self._dirty if s in sites]
-            for s in ready:
-                del self._dirty[s]
-            if not ready and self._closed:
-                raise TransportError("the server is shutting down")
+        polling = self.sites.get_many(sites)
+        self._seen(polling, polling=1)
+        try:
+            with self._dirty_cond:
+                if not any(s in sites for s in self._dirty) and timeout > 0 and not self._closed:
+                    self._dirty_cond.wait_for(
+                        lambda: self._closed or any(s in sites for s in self._dirty), timeout
+                    )
+                ready = [s for s in self._dirty if s in sites]
+                for s in ready:
+                    del self._dirty[s]
+        finally:
+            self._seen(polling, polling=-1)
+        if not ready and self._closed:
+            raise TransportError("the server is shutting down")
         for site in ready:
             rec = self._site(site)
             with rec.cond:
-                rec.last_seen = time.time()
                 while rec.inbox:
                     out.append((site, rec.inbox.popleft()))
         return out
 
     def submit_result(self, result: TaskResult) -> None:
+        sender = self.sites.get(result.site)
+        if sender is not None:
+            self._seen([sender])
+        self._finish_task(result)
+
+    def _finish_task(self, result: TaskResult) -> None:
+        """Match `result` to its pending task and hand it on (a site's or one made here)."""
         with self._lock:
             pending = self._tasks.get(result.task_id)
             if pending is None:
@@ -134,13 +164,13 @@ class ServerEngine:
         pending.on_result(result)
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
-        self._site(site)
+        self._touch(site)
         listener = self._job_listeners.get(job_id)
         if listener is not None:
             listener(site, state, detail)
 
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
-        self._site(site)
+        self._touch(site)
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise TransportError("metric records must be a list of objects")
         sink = self._metric_sinks.get(job_id)
@@ -158,8 +188,9 @@ class ServerEngine:
         rec = self.sites.get(site)
         if rec is None:
             return
-        rec.status = SiteStatus.DISCONNECTED
-        self.events.publish("site_status", site=site, status=rec.status)
+        with self.sites.status_lock:
+            rec.status = SiteStatus.DISCONNECTED
+            self.events.publish("site_status", site=site, status=rec.status)
         self.fail_site_tasks(site, f"{site} disconnected")
 
     # ---- server-internal calls ---------------------------------------------------------------
@@ -203,9 +234,12 @@ class ServerEngine:
             with self._lock:
                 pending = self._tasks.get(task_id)
             if pending is not None:
-                self.submit_result(
-                    TaskResult(task_id, pending.job_id, site, ok=False, error=reason)
-                )
+                try:
+                    self._finish_task(
+                        TaskResult(task_id, pending.job_id, site, ok=False, error=reason)
+                    )
+                except TransportError:
+                    pass  # finished or cancelled meanwhile: nothing left to fail
 
     def add_job_listener(
         self, job_id: str, listener: Callable[[str, str, str | None], None]
@@ -229,6 +263,8 @@ class ServerEngine:
     def close(self) -> None:
         """Wake every poller so site loops can notice the server is going away."""
         self._closed = True
+        if self.monitor is not None:
+            self.monitor.stop()
         with self._dirty_cond:
             self._dirty_cond.notify_all()
         for rec in self.sites.all():
@@ -240,6 +276,54 @@ class ServerEngine:
         if rec is None:
             raise TransportError(f"site {site!r} is not registered; call register first")
         return rec
+
+    # ---- liveness (see runtime.server.heartbeat) ---------------------------------------------
+
+    def _touch(self, site: str) -> SiteRecord:
+        """`site` just called: it is alive (raises TransportError if it is not registered)."""
+        rec = self._site(site)
+        self._seen([rec])
+        return rec
+
+    def _seen(self, recs: list[SiteRecord], polling: int = 0) -> None:
+        """Mark `recs` seen (and count a poll starting, +1, or ending, -1); a STALE or LOST
+        site is CONNECTED again."""
+        with self.sites.status_lock:
+            for rec in recs:
+                rec.polls_in_flight += polling
+                rec.mark_seen()
+                if rec.status in (SiteStatus.STALE, SiteStatus.LOST):
+                    previous, rec.status = rec.status, SiteStatus.CONNECTED
+                    back = {"rejoined": True} if previous == SiteStatus.LOST else {}
+                    self.events.publish(
+                        "site_status", site=rec.name, status=rec.status, previous=previous, **back
+                    )
+
+    def mark_site_silent(self, site: str, status: str, silent_for: float, seen_seq: int) -> bool:
+        """Called by the HeartbeatMonitor: `site` has been silent `silent_for` seconds; make it
+        STALE or LOST (LOST fails its pending tasks and drops their queued assignments).
+        Does nothing, and returns False, if the site was heard from since the monitor looked
+        (its seen_seq moved on), said goodbye, or already has that status."""
+        rec = self.sites.get(site)
+        if rec is None:
+            return False
+        with self.sites.status_lock:
+            if (rec.seen_seq != seen_seq or rec.polls_in_flight > 0
+                    or rec.status in (SiteStatus.DISCONNECTED, status)):
+                return False
+            previous, rec.status = rec.status, status
+            self.events.publish("site_status", site=site, status=status, previous=previous,
+                                silent_for=round(silent_for, 3))
+        if status == SiteStatus.LOST:
+            self.fail_site_tasks(site, f"{site} lost: no heartbeat for {silent_for:.0f}s")
+            with self._lock:
+                live = {t for t, p in self._tasks.items() if p.site == site}
+            with rec.cond:  # assignments it never picked up are of no use now
+                kept = [m for m in rec.inbox
+                        if not isinstance(m, TaskAssignment) or m.task_id in live]
+                rec.inbox.clear()
+                rec.inbox.extend(kept)
+        return True
 
 
 def _tail(text: str | None, lines: int = 3) -> str | None:
