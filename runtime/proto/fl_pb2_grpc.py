@@ -69,6 +69,11 @@ class FLServiceStub:
                 request_serializer=runtime_dot_proto_dot_fl__pb2.SiteRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_fl__pb2.Ack.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_stream(
+                '/flshell.fl.FLService/GetJob',
+                request_serializer=runtime_dot_proto_dot_fl__pb2.JobRequest.SerializeToString,
+                response_deserializer=runtime_dot_proto_dot_fl__pb2.Frame.FromString,
+                _registered_method=True)
 
 
 class FLServiceServicer:
@@ -116,6 +121,13 @@ class FLServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJob(self, request, context):
+        """The job folder a site was told to start, as a zip stream (runtime.jobs.upload.pack_job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FLServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +165,11 @@ def add_FLServiceServicer_to_server(servicer, server):
                     servicer.Goodbye,
                     request_deserializer=runtime_dot_proto_dot_fl__pb2.SiteRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_fl__pb2.Ack.SerializeToString,
+            ),
+            'GetJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=runtime_dot_proto_dot_fl__pb2.JobRequest.FromString,
+                    response_serializer=runtime_dot_proto_dot_fl__pb2.Frame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +361,33 @@ class FLService:
             '/flshell.fl.FLService/Goodbye',
             runtime_dot_proto_dot_fl__pb2.SiteRequest.SerializeToString,
             runtime_dot_proto_dot_fl__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flshell.fl.FLService/GetJob',
+            runtime_dot_proto_dot_fl__pb2.JobRequest.SerializeToString,
+            runtime_dot_proto_dot_fl__pb2.Frame.FromString,
             options,
             channel_credentials,
             insecure,

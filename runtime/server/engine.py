@@ -60,6 +60,7 @@ class ServerEngine:
         self._tasks: dict[str, _PendingTask] = {}
         self._job_listeners: dict[str, Callable[[str, str, str | None], None]] = {}
         self._metric_sinks: dict[str, Callable[[str, list], None]] = {}
+        self._job_archives: dict[str, tuple[Callable[[], bytes], set[str]]] = {}
         self._closed = False
         self._dirty: dict[str, None] = {}  # sites with queued messages, in arrival order
         self._dirty_cond = threading.Condition()
@@ -177,6 +178,28 @@ class ServerEngine:
         if sink is not None:
             sink(site, records)
         self.events.publish("metrics", job_id=job_id, site=site, count=len(records))
+
+    def get_job(self, site: str, job_id: str) -> bytes:
+        """The zipped folder of a job deployed to `site` (only to sites it was deployed to)."""
+        self._touch(site)
+        entry = self._job_archives.get(job_id)
+        if entry is None or site not in entry[1]:
+            raise TransportError(f"job {job_id} is not deployed to {site}")
+        return entry[0]()
+
+    def add_job_archive(self, job_id: str, sites: list[str], make: Callable[[], bytes]) -> None:
+        """Offer a job's folder to the sites it is deployed to (made lazily, once)."""
+        cache: list[bytes] = []
+
+        def once() -> bytes:
+            if not cache:
+                cache.append(make())
+            return cache[0]
+
+        self._job_archives[job_id] = (once, set(sites))
+
+    def remove_job_archive(self, job_id: str) -> None:
+        self._job_archives.pop(job_id, None)
 
     def add_metric_sink(self, job_id: str, sink: Callable[[str, list], None]) -> None:
         self._metric_sinks[job_id] = sink

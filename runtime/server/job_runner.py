@@ -189,6 +189,10 @@ class JobRunner:
         deployed: list[str] = []
         try:
             self._set_status(JobStatus.WAITING, reason=f"deploying to {len(self.targets)} sites")
+            from runtime.jobs.upload import pack_job
+
+            root = self.job.root
+            self.engine.add_job_archive(self.job_id, self.targets, lambda: pack_job(root))
             for site in self.targets:
                 app = self.job.client_app_for(site)
                 self.engine.start_job_on(site, JobStart(self.job_id, self.job.name, app.name))
@@ -214,6 +218,7 @@ class JobRunner:
                 self.engine.end_job_on(site, self.job_id, self.status)
             self.engine.remove_job_listener(self.job_id)
             self.engine.remove_metric_sink(self.job_id)
+            self.engine.remove_job_archive(self.job_id)
             if self.metrics_writer is not None:
                 self.metrics_writer.close()
             unregister(app_key(self.job.server_app()))

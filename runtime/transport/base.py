@@ -97,6 +97,8 @@ class FLHandler(Protocol):
 
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None: ...
 
+    def get_job(self, site: str, job_id: str) -> bytes: ...
+
     def goodbye(self, site: str) -> None: ...
 
 
@@ -142,6 +144,10 @@ class SiteTransport(abc.ABC):
     @abc.abstractmethod
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
         """Ship tracked metrics ({"tag", "value", "step", "wall_time"} records) to the server."""
+
+    @abc.abstractmethod
+    def get_job(self, site: str, job_id: str) -> bytes:
+        """The folder of a job this site was told to start, as a zip (runtime.jobs.upload)."""
 
     @abc.abstractmethod
     def goodbye(self, site: str) -> None:

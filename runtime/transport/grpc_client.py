@@ -123,6 +123,16 @@ class GrpcSiteTransport(SiteTransport):
         self._call(self.stub.LogMetrics, fl_pb2.MetricsRequest(
             site=site, job_id=job_id, records_json=_json_text(records, "metric records")))
 
+    def get_job(self, site: str, job_id: str) -> bytes:
+        if self._closed:
+            raise TransportError("transport is closed")
+        try:
+            frames = self.stub.GetJob(fl_pb2.JobRequest(site=site, job_id=job_id),
+                                      timeout=CALL_DEADLINE * 4)
+            return b"".join(f.data for f in frames)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
     def goodbye(self, site: str) -> None:
         if not self._closed:
             self._call(self.stub.Goodbye, fl_pb2.SiteRequest(site=site))

@@ -119,6 +119,14 @@ class FLServicer(fl_pb2_grpc.FLServiceServicer):
             self._abort(context, e)
         return fl_pb2.Ack()
 
+    def GetJob(self, request, context):
+        try:
+            data = self.handler.get_job(request.site, request.job_id)
+        except (TransportError, ValueError, OSError) as e:
+            self._abort(context, e)
+        for i in range(0, len(data), DEFAULT_CHUNK_SIZE):
+            yield fl_pb2.Frame(data=data[i : i + DEFAULT_CHUNK_SIZE])
+
     def Goodbye(self, request, context):
         try:
             self.handler.goodbye(request.site)

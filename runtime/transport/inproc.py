@@ -149,6 +149,10 @@ class InProcTransport(SiteTransport):
         self._check()
         self._handler.log_metrics(site, job_id, _json_copy(records, "metric records"))
 
+    def get_job(self, site: str, job_id: str) -> bytes:
+        self._check()
+        return bytes(self._handler.get_job(site, job_id))
+
     def goodbye(self, site: str) -> None:
         if not self._closed:
             self._handler.goodbye(site)

@@ -240,3 +240,15 @@ def test_metric_records_reach_the_jobs_sink(wired):
     assert got == [("site-1", recs)]
     with pytest.raises(TransportError):
         t.log_metrics("site-1", "job-1", [{"tag": {1, 2}}])
+
+
+def test_job_folder_is_offered_only_to_its_sites(wired):
+    engine, t = wired
+    t.register("site-1", {})
+    t.register("site-2", {})
+    engine.add_job_archive("job-1", ["site-1"], lambda: b"PK-not-really-a-zip" * 100000)
+    assert t.get_job("site-1", "job-1") == b"PK-not-really-a-zip" * 100000  # 1.9 MB, chunked
+    with pytest.raises(TransportError, match="not deployed to site-2"):
+        t.get_job("site-2", "job-1")
+    with pytest.raises(TransportError, match="not deployed"):
+        t.get_job("site-1", "job-9")
