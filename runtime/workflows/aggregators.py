@@ -14,6 +14,23 @@ def _is_torch(value: Any) -> bool:
     return type(value).__module__.startswith("torch")
 
 
+class MetricsMean:
+    """The weighted mean of sites' numeric metrics, key by key (weight-0 sites drop out)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._weights: dict[str, float] = {}
+
+    def add(self, metrics: dict[str, Any] | None, weight: float) -> None:
+        for key, value in (metrics or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._sums[key] = self._sums.get(key, 0.0) + weight * float(value)
+                self._weights[key] = self._weights.get(key, 0.0) + weight
+
+    def result(self) -> dict[str, float]:
+        return {k: self._sums[k] / self._weights[k] for k in self._sums if self._weights[k] > 0}
+
+
 class WeightedAggregator:
     """Weighted mean of params and numeric metrics, one result at a time.
 
@@ -30,8 +47,7 @@ class WeightedAggregator:
         self._sums: dict[str, Any] = {}
         self._dtypes: dict[str, Any] = {}
         self._weight = 0.0
-        self._metric_sums: dict[str, float] = {}
-        self._metric_weights: dict[str, float] = {}
+        self._metrics = MetricsMean()
         self._params_type: ParamsType | None = None
         self.count = 0
         self.sites: list[str] = []
@@ -62,10 +78,7 @@ class WeightedAggregator:
                 raise ValueError(f"{site} sent different params: missing {missing}, extra {extra}")
             for key, value in model.params.items():
                 self._add(key, value, w, site)
-        for key, value in (model.metrics or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._metric_sums[key] = self._metric_sums.get(key, 0.0) + w * float(value)
-                self._metric_weights[key] = self._metric_weights.get(key, 0.0) + w
+        self._metrics.add(model.metrics, w)
         self._weight += w
         self.count += 1
         self.sites.append(site)
@@ -108,8 +121,7 @@ class WeightedAggregator:
                     params[key] = np.rint(mean).astype(dtype)
                 else:
                     params[key] = mean.astype(dtype, copy=False)
-        metrics = {k: self._metric_sums[k] / self._metric_weights[k]
-                   for k in self._metric_sums if self._metric_weights[k] > 0}
+        metrics = self._metrics.result()
         return FLModel(params=params, params_type=self._params_type, metrics=metrics,
                        meta={"num_sites": self.count, "total_weight": self._weight})
 

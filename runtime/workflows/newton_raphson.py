@@ -33,6 +33,7 @@ import numpy as np
 
 from runtime.jobs.errors import ArgError, check_non_negative_number, check_positive_int
 from runtime.model import FLModel, MetaKey, ParamsType
+from runtime.workflows.aggregators import MetricsMean
 from runtime.workflows.base import JobFailed, ModelController
 from runtime.workflows.persistors import params_from_json
 
@@ -57,8 +58,7 @@ class NewtonRaphsonAggregator:
         self.gradient = np.zeros(self.dim, dtype=np.float64)
         self.hessian = np.zeros((self.dim, self.dim), dtype=np.float64)
         self.total_weight = 0.0
-        self._metric_sums: dict[str, float] = {}
-        self._metric_weights: dict[str, float] = {}
+        self._metrics = MetricsMean()
         self.count = 0
         self.sites: list[str] = []
 
@@ -80,18 +80,14 @@ class NewtonRaphsonAggregator:
         w = self._weight_of(model, site)
         self.gradient += g
         self.hessian += h
-        for key, value in (model.metrics or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._metric_sums[key] = self._metric_sums.get(key, 0.0) + w * float(value)
-                self._metric_weights[key] = self._metric_weights.get(key, 0.0) + w
+        self._metrics.add(model.metrics, w)
         self.total_weight += w
         self.count += 1
         self.sites.append(site)
 
     def metrics(self) -> dict[str, float]:
         """The sites' metrics, averaged with weights n_k (metrics of sites with n_k = 0 drop out)."""
-        return {k: self._metric_sums[k] / self._metric_weights[k]
-                for k in self._metric_sums if self._metric_weights[k] > 0}
+        return self._metrics.result()
 
     def _weight_of(self, model: FLModel, site: str) -> float:
         raw = (model.meta or {}).get(self.weight_key, 1)
