@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runtime/proto/fl.proto\x12\nflshell.fl\")\n\x0bSiteRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"-\n\x0bPollRequest\x12\r\n\x05sites\x18\x01 \x03(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"%\n\x05\x46rame\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"c\n\x10ReportJobRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\nhas_detail\x18\x05 \x01(\x08\"D\n\x0eMetricsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0crecords_json\x18\x03 \x01(\t\"*\n\nJobRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x05\n\x03\x41\x63k2\xd3\x03\n\tFLService\x12:\n\x08Register\x12\x17.flshell.fl.SiteRequest\x1a\x15.flshell.fl.JsonReply\x12;\n\tHeartbeat\x12\x17.flshell.fl.SiteRequest\x1a\x15.flshell.fl.JsonReply\x12\x34\n\x04Poll\x12\x17.flshell.fl.PollRequest\x1a\x11.flshell.fl.Frame0\x01\x12\x34\n\x0cSubmitResult\x12\x11.flshell.fl.Frame\x1a\x0f.flshell.fl.Ack(\x01\x12:\n\tReportJob\x12\x1c.flshell.fl.ReportJobRequest\x1a\x0f.flshell.fl.Ack\x12\x39\n\nLogMetrics\x12\x1a.flshell.fl.MetricsRequest\x1a\x0f.flshell.fl.Ack\x12\x33\n\x07Goodbye\x12\x17.flshell.fl.SiteRequest\x1a\x0f.flshell.fl.Ack\x12\x35\n\x06GetJob\x12\x16.flshell.fl.JobRequest\x1a\x11.flshell.fl.Frame0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runtime/proto/fl.proto\x12\nflshell.fl\")\n\x0bSiteRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"=\n\x0bPollRequest\x12\r\n\x05sites\x18\x01 \x03(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"%\n\x05\x46rame\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"c\n\x10ReportJobRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x12\n\nhas_detail\x18\x05 \x01(\x08\"D\n\x0eMetricsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0crecords_json\x18\x03 \x01(\t\"*\n\nJobRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"8\n\nLogRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x05\n\x03\x41\x63k2\x87\x04\n\tFLService\x12:\n\x08Register\x12\x17.flshell.fl.SiteRequest\x1a\x15.flshell.fl.JsonReply\x12;\n\tHeartbeat\x12\x17.flshell.fl.SiteRequest\x1a\x15.flshell.fl.JsonReply\x12\x34\n\x04Poll\x12\x17.flshell.fl.PollRequest\x1a\x11.flshell.fl.Frame0\x01\x12\x34\n\x0cSubmitResult\x12\x11.flshell.fl.Frame\x1a\x0f.flshell.fl.Ack(\x01\x12:\n\tReportJob\x12\x1c.flshell.fl.ReportJobRequest\x1a\x0f.flshell.fl.Ack\x12\x39\n\nLogMetrics\x12\x1a.flshell.fl.MetricsRequest\x1a\x0f.flshell.fl.Ack\x12\x32\n\x07ShipLog\x12\x16.flshell.fl.LogRequest\x1a\x0f.flshell.fl.Ack\x12\x33\n\x07Goodbye\x12\x17.flshell.fl.SiteRequest\x1a\x0f.flshell.fl.Ack\x12\x35\n\x06GetJob\x12\x16.flshell.fl.JobRequest\x1a\x11.flshell.fl.Frame0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JSONREPLY']._serialized_start=81
   _globals['_JSONREPLY']._serialized_end=106
   _globals['_POLLREQUEST']._serialized_start=108
-  _globals['_POLLREQUEST']._serialized_end=153
-  _globals['_FRAME']._serialized_start=155
-  _globals['_FRAME']._serialized_end=192
-  _globals['_REPORTJOBREQUEST']._serialized_start=194
-  _globals['_REPORTJOBREQUEST']._serialized_end=293
-  _globals['_METRICSREQUEST']._serialized_start=295
-  _globals['_METRICSREQUEST']._serialized_end=363
-  _globals['_JOBREQUEST']._serialized_start=365
-  _globals['_JOBREQUEST']._serialized_end=407
-  _globals['_ACK']._serialized_start=409
-  _globals['_ACK']._serialized_end=414
-  _globals['_FLSERVICE']._serialized_start=417
-  _globals['_FLSERVICE']._serialized_end=884
+  _globals['_POLLREQUEST']._serialized_end=169
+  _globals['_FRAME']._serialized_start=171
+  _globals['_FRAME']._serialized_end=208
+  _globals['_REPORTJOBREQUEST']._serialized_start=210
+  _globals['_REPORTJOBREQUEST']._serialized_end=309
+  _globals['_METRICSREQUEST']._serialized_start=311
+  _globals['_METRICSREQUEST']._serialized_end=379
+  _globals['_JOBREQUEST']._serialized_start=381
+  _globals['_JOBREQUEST']._serialized_end=423
+  _globals['_LOGREQUEST']._serialized_start=425
+  _globals['_LOGREQUEST']._serialized_end=481
+  _globals['_ACK']._serialized_start=483
+  _globals['_ACK']._serialized_end=488
+  _globals['_FLSERVICE']._serialized_start=491
+  _globals['_FLSERVICE']._serialized_end=1010
 # @@protoc_insertion_point(module_scope)

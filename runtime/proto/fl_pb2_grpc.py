@@ -64,6 +64,11 @@ class FLServiceStub:
                 request_serializer=runtime_dot_proto_dot_fl__pb2.MetricsRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_fl__pb2.Ack.FromString,
                 _registered_method=True)
+        self.ShipLog = channel.unary_unary(
+                '/flshell.fl.FLService/ShipLog',
+                request_serializer=runtime_dot_proto_dot_fl__pb2.LogRequest.SerializeToString,
+                response_deserializer=runtime_dot_proto_dot_fl__pb2.Ack.FromString,
+                _registered_method=True)
         self.Goodbye = channel.unary_unary(
                 '/flshell.fl.FLService/Goodbye',
                 request_serializer=runtime_dot_proto_dot_fl__pb2.SiteRequest.SerializeToString,
@@ -115,6 +120,12 @@ class FLServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShipLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Goodbye(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -159,6 +170,11 @@ def add_FLServiceServicer_to_server(servicer, server):
             'LogMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.LogMetrics,
                     request_deserializer=runtime_dot_proto_dot_fl__pb2.MetricsRequest.FromString,
+                    response_serializer=runtime_dot_proto_dot_fl__pb2.Ack.SerializeToString,
+            ),
+            'ShipLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShipLog,
+                    request_deserializer=runtime_dot_proto_dot_fl__pb2.LogRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_fl__pb2.Ack.SerializeToString,
             ),
             'Goodbye': grpc.unary_unary_rpc_method_handler(
@@ -333,6 +349,33 @@ class FLService:
             target,
             '/flshell.fl.FLService/LogMetrics',
             runtime_dot_proto_dot_fl__pb2.MetricsRequest.SerializeToString,
+            runtime_dot_proto_dot_fl__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShipLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flshell.fl.FLService/ShipLog',
+            runtime_dot_proto_dot_fl__pb2.LogRequest.SerializeToString,
             runtime_dot_proto_dot_fl__pb2.Ack.FromString,
             options,
             channel_credentials,

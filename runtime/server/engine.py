@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,11 +21,15 @@ from runtime.server.sites import SiteRecord, SiteRegistry, SiteStatus
 from runtime.transport.base import (
     JobEnd,
     JobStart,
+    JobState,
     SiteMessage,
     TaskAssignment,
     TaskResult,
     TransportError,
 )
+
+
+_EMPTY: deque = deque()  # never appended to
 
 
 @dataclass
@@ -60,6 +65,8 @@ class ServerEngine:
         self._tasks: dict[str, _PendingTask] = {}
         self._job_listeners: dict[str, Callable[[str, str, str | None], None]] = {}
         self._metric_sinks: dict[str, Callable[[str, list], None]] = {}
+        self._log_sinks: dict[str, Callable[[str, str], None]] = {}
+        self._failed_parts: dict[tuple[str, str], str] = {}  # (site, job) -> why, until the job ends
         self._job_archives: dict[str, tuple[Callable[[], bytes], set[str]]] = {}
         self._closed = False
         self._dirty: dict[str, None] = {}  # sites with queued messages, in arrival order
@@ -92,14 +99,21 @@ class ServerEngine:
         self.events.publish("heartbeat", site=site, info=info)
         return {"heartbeat_interval": self.heartbeat_interval}
 
-    def poll(self, site: str, timeout: float) -> SiteMessage | None:
+    def poll(self, site: str, timeout: float, job_id: str | None = None) -> SiteMessage | None:
+        """The next message for `site`; with `job_id`, the next one for that job's process
+        (a site that runs jobs in child processes: see `send`)."""
         rec = self._site(site)
         self._seen([rec], polling=1)  # a site blocked in a long poll is alive
         try:
             with rec.cond:
-                if not rec.inbox and timeout > 0:
-                    rec.cond.wait_for(lambda: rec.inbox or self._closed, timeout)
-                msg = rec.inbox.popleft() if rec.inbox else None
+                def box() -> deque:  # a job's inbox exists from its first message (see send)
+                    return rec.inbox if job_id is None else rec.job_inboxes.get(job_id, _EMPTY)
+
+                if not box() and timeout > 0:
+                    rec.cond.wait_for(lambda: box() or self._closed, timeout)
+                msg = box().popleft() if box() else None
+                if job_id is not None and isinstance(msg, JobEnd):
+                    rec.job_inboxes.pop(job_id, None)  # the job process is done with it
         finally:
             self._seen([rec], polling=-1)
         if msg is not None:
@@ -165,10 +179,24 @@ class ServerEngine:
         pending.on_result(result)
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
+        """A site's part of a job is ready, finished or failed; a failed part fails the site's
+        pending tasks of that job with its detail (e.g. its process died)."""
         self._touch(site)
         listener = self._job_listeners.get(job_id)
         if listener is not None:
             listener(site, state, detail)
+        if state == JobState.FAILED:
+            with self._lock:
+                self._failed_parts[(site, job_id)] = detail or f"{site}: its part of job {job_id} failed"
+            self.fail_site_tasks(site, self._failed_parts[(site, job_id)], job_id=job_id)
+            self._drop_assignments(site, lambda m: m.job_id == job_id)
+
+    def ship_log(self, site: str, job_id: str, text: str) -> None:
+        """Log text of a site's job, collected on the server (see add_log_sink)."""
+        self._touch(site)
+        sink = self._log_sinks.get(job_id)
+        if sink is not None:
+            sink(site, text)
 
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
         self._touch(site)
@@ -201,6 +229,12 @@ class ServerEngine:
     def remove_job_archive(self, job_id: str) -> None:
         self._job_archives.pop(job_id, None)
 
+    def add_log_sink(self, job_id: str, sink: Callable[[str, str], None]) -> None:
+        self._log_sinks[job_id] = sink
+
+    def remove_log_sink(self, job_id: str) -> None:
+        self._log_sinks.pop(job_id, None)
+
     def add_metric_sink(self, job_id: str, sink: Callable[[str, list], None]) -> None:
         self._metric_sinks[job_id] = sink
 
@@ -219,10 +253,18 @@ class ServerEngine:
     # ---- server-internal calls ---------------------------------------------------------------
 
     def send(self, site: str, message: SiteMessage) -> None:
+        """Queue `message` for `site`. A site that runs each job in a child process (it
+        registered with info `job_processes`) gets a job's tasks in that job's own inbox, which
+        the child polls; the job's end goes to both the site and the child."""
         rec = self._site(site)
         with rec.cond:
-            rec.inbox.append(message)
-            rec.cond.notify()
+            if rec.info.get("job_processes") and isinstance(message, (TaskAssignment, JobEnd)):
+                rec.job_inboxes.setdefault(message.job_id, deque()).append(message)
+                if isinstance(message, JobEnd):
+                    rec.inbox.append(message)
+            else:
+                rec.inbox.append(message)
+            rec.cond.notify_all()
         with self._dirty_cond:
             self._dirty[site] = None
             self._dirty_cond.notify_all()
@@ -241,6 +283,13 @@ class ServerEngine:
         task_id = task_id or uuid.uuid4().hex
         with self._lock:
             self._tasks[task_id] = _PendingTask(job_id, site, task_name, on_result, time.time())
+            dead = self._failed_parts.get((site, job_id))
+        rec = self.sites.get(site)
+        if dead is None and (rec is None or rec.status in (SiteStatus.LOST, SiteStatus.DISCONNECTED)):
+            dead = f"{site} is {rec.status if rec else 'not registered'}"
+        if dead is not None:  # no one would ever answer: fail it now instead of hanging a round
+            self._finish_task(TaskResult(task_id, job_id, site, ok=False, error=dead))
+            return task_id
         self.events.publish("task_assigned", job_id=job_id, site=site, task=task_name)
         self.send(site, TaskAssignment(task_id, job_id, task_name, model, timeout))
         return task_id
@@ -249,10 +298,11 @@ class ServerEngine:
         with self._lock:
             self._tasks.pop(task_id, None)
 
-    def fail_site_tasks(self, site: str, reason: str) -> None:
-        """Fail every pending task of `site` (it left or was lost)."""
+    def fail_site_tasks(self, site: str, reason: str, job_id: str | None = None) -> None:
+        """Fail every pending task of `site` (it left or was lost), or only those of `job_id`."""
         with self._lock:
-            ids = [t for t, p in self._tasks.items() if p.site == site]
+            ids = [t for t, p in self._tasks.items()
+                   if p.site == site and (job_id is None or p.job_id == job_id)]
         for task_id in ids:
             with self._lock:
                 pending = self._tasks.get(task_id)
@@ -280,6 +330,7 @@ class ServerEngine:
             ids = [t for t, p in self._tasks.items() if p.job_id == job_id and p.site == site]
             for task_id in ids:
                 del self._tasks[task_id]
+            self._failed_parts.pop((site, job_id), None)
         if self.sites.get(site) is not None:
             self.send(site, JobEnd(job_id, status))
 
@@ -293,6 +344,17 @@ class ServerEngine:
         for rec in self.sites.all():
             with rec.cond:
                 rec.cond.notify_all()
+
+    def _drop_assignments(self, site: str, drop: Callable[[TaskAssignment], bool]) -> None:
+        """Remove queued task assignments of `site` that no one should pick up any more."""
+        rec = self.sites.get(site)
+        if rec is None:
+            return
+        with rec.cond:
+            for box in (rec.inbox, *rec.job_inboxes.values()):
+                kept = [m for m in box if not (isinstance(m, TaskAssignment) and drop(m))]
+                box.clear()
+                box.extend(kept)
 
     def _site(self, site: str):
         rec = self.sites.get(site)
@@ -341,11 +403,7 @@ class ServerEngine:
             self.fail_site_tasks(site, f"{site} lost: no heartbeat for {silent_for:.0f}s")
             with self._lock:
                 live = {t for t, p in self._tasks.items() if p.site == site}
-            with rec.cond:  # assignments it never picked up are of no use now
-                kept = [m for m in rec.inbox
-                        if not isinstance(m, TaskAssignment) or m.task_id in live]
-                rec.inbox.clear()
-                rec.inbox.extend(kept)
+            self._drop_assignments(site, lambda m: m.task_id not in live)
         return True
 
 

@@ -66,7 +66,10 @@ class EventBus:
     """Publishes events with a monotonically increasing `seq` and keeps a short history so a
     watcher can resume after a reconnect (`subscribe(since=seq)`)."""
 
-    def __init__(self, history: int = 2000) -> None:
+    def __init__(self, history: int = 2000, transient: frozenset[str] = frozenset({"heartbeat"})) -> None:
+        """`transient` types go to current watchers but not into the history: 1000 sites
+        heartbeating every second would push every job and site change out of it in 2 s."""
+        self._transient = transient
         self._lock = threading.Lock()
         self._seq = 0
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
@@ -76,7 +79,8 @@ class EventBus:
         with self._lock:
             self._seq += 1
             event = {"seq": self._seq, "ts": time.time(), "type": type, **fields}
-            self._history.append(event)
+            if type not in self._transient:
+                self._history.append(event)
             subs = list(self._subs)
         for sub in subs:
             sub._offer(event)

@@ -37,6 +37,7 @@ class SiteRecord:
     last_seen: float = field(default_factory=time.time)  # wall clock, for display
     info: dict[str, Any] = field(default_factory=dict)
     inbox: collections.deque = field(default_factory=collections.deque)
+    job_inboxes: dict[str, collections.deque] = field(default_factory=dict)  # per job process
     cond: threading.Condition = field(default_factory=threading.Condition)
     seen_seq: int = field(default_factory=lambda: next(_SEEN_SEQ))  # changes on every call
     polls_in_flight: int = 0  # polls (poll / poll_many) blocked on the server right now
@@ -54,7 +55,7 @@ class SiteRecord:
             "last_seen": self.last_seen,
             "heartbeat_age": round(max(0.0, time.time() - self.last_seen), 3),
             "polling": self.polls_in_flight > 0,
-            "queued": len(self.inbox),
+            "queued": len(self.inbox) + sum(len(b) for b in self.job_inboxes.values()),
             "info": dict(self.info),
         }
 
@@ -78,7 +79,7 @@ class SiteRegistry:
             new = rec is None
             if rec is None:
                 rec = self._sites[name] = SiteRecord(name=name)
-            rec.info.update(info)
+            rec.info = dict(info)  # what the site says now (heartbeats add load to it)
             rec.status = SiteStatus.CONNECTED
             rec.mark_seen()
             return rec, new

@@ -95,6 +95,11 @@ class TaskGroup:
                 self.outcome.results.append(result)
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Make a waiting `wait()` look at its abort event now (not at its next 0.5 s tick)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def wait(self, min_responses: int, abort: threading.Event | None = None) -> GroupOutcome:
         """Block until every target answered, or `min_responses` became unreachable, or the
         timeout passed, or `abort` was set. Raises TaskGroupError when fewer than

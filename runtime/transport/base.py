@@ -87,7 +87,7 @@ class FLHandler(Protocol):
 
     def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]: ...
 
-    def poll(self, site: str, timeout: float) -> SiteMessage | None: ...
+    def poll(self, site: str, timeout: float, job_id: str | None = None) -> SiteMessage | None: ...
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]: ...
 
@@ -98,6 +98,8 @@ class FLHandler(Protocol):
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None: ...
 
     def get_job(self, site: str, job_id: str) -> bytes: ...
+
+    def ship_log(self, site: str, job_id: str, text: str) -> None: ...
 
     def goodbye(self, site: str) -> None: ...
 
@@ -114,8 +116,9 @@ class SiteTransport(abc.ABC):
         """Report liveness and load; returns server hints."""
 
     @abc.abstractmethod
-    def poll(self, site: str, timeout: float) -> SiteMessage | None:
-        """Wait up to `timeout` seconds for the next message for this site; None if none came."""
+    def poll(self, site: str, timeout: float, job_id: str | None = None) -> SiteMessage | None:
+        """Wait up to `timeout` seconds for the next message for this site; None if none came.
+        With `job_id`: the next message for the process that runs that job of the site."""
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
         """Messages for any of `sites` (a host running many sites polls once for all of them).
@@ -148,6 +151,10 @@ class SiteTransport(abc.ABC):
     @abc.abstractmethod
     def get_job(self, site: str, job_id: str) -> bytes:
         """The folder of a job this site was told to start, as a zip (runtime.jobs.upload)."""
+
+    @abc.abstractmethod
+    def ship_log(self, site: str, job_id: str, text: str) -> None:
+        """Send log text of the site's part of a job to the server, which keeps it per site."""
 
     @abc.abstractmethod
     def goodbye(self, site: str) -> None:

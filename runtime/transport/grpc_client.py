@@ -67,12 +67,14 @@ class GrpcSiteTransport(SiteTransport):
                            fl_pb2.SiteRequest(site=site, json=_json_text(info, "heartbeat info")))
         return json.loads(reply.json)
 
-    def _poll(self, sites: list[str], timeout: float) -> list[tuple[str, SiteMessage]]:
+    def _poll(self, sites: list[str], timeout: float,
+              job_id: str | None = None) -> list[tuple[str, SiteMessage]]:
         if self._closed:
             raise TransportError("transport is closed")
         out: list[tuple[str, SiteMessage]] = []
         try:
-            frames = self.stub.Poll(fl_pb2.PollRequest(sites=sites, timeout=timeout),
+            frames = self.stub.Poll(fl_pb2.PollRequest(sites=sites, timeout=timeout,
+                                                       job_id=job_id or ""),
                                     timeout=timeout + CALL_DEADLINE)
             head: dict[str, Any] | None = None
             chunks: list[bytes] = []
@@ -89,18 +91,19 @@ class GrpcSiteTransport(SiteTransport):
             raise _error(e) from None
         return out
 
-    def poll(self, site: str, timeout: float) -> SiteMessage | None:
-        got = self._poll([site], timeout)
+    def poll(self, site: str, timeout: float, job_id: str | None = None) -> SiteMessage | None:
+        got = self._poll([site], timeout, job_id)
         return got[0][1] if got else None
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
         return self._poll(sorted(sites), timeout)
 
     def submit_result(self, result: TaskResult) -> None:
-        model_frames: list[bytes] | None = None
+        model_frames: Iterator[bytes] | None = None
         if result.model is not None:
-            try:  # encode before sending: what cannot travel fails the task, not the stream
-                model_frames = list(iter_model_chunks(result.model, self.chunk_size))
+            try:  # plan before sending: what cannot travel fails the task, not the stream;
+                # the frames themselves are made as gRPC sends them (no second copy of the model)
+                model_frames = iter_model_chunks(result.model, self.chunk_size)
             except WireError as e:
                 result = TaskResult(result.task_id, result.job_id, result.site, False, None,
                                     f"result could not be sent: {e}", result.seconds)
@@ -132,6 +135,9 @@ class GrpcSiteTransport(SiteTransport):
             return b"".join(f.data for f in frames)
         except grpc.RpcError as e:
             raise _error(e) from None
+
+    def ship_log(self, site: str, job_id: str, text: str) -> None:
+        self._call(self.stub.ShipLog, fl_pb2.LogRequest(site=site, job_id=job_id, text=text))
 
     def goodbye(self, site: str) -> None:
         if not self._closed:

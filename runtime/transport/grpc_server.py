@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import grpc
 
 from runtime.proto import fl_pb2, fl_pb2_grpc
+from runtime.transport.health import ServingPort
 from runtime.transport.base import FLHandler, JobEnd, JobStart, SiteMessage, TaskAssignment, TaskResult, TransportError
 from runtime.wire import DEFAULT_CHUNK_SIZE, ModelAssembler, WireError, iter_model_chunks
 
@@ -72,7 +73,7 @@ class FLServicer(fl_pb2_grpc.FLServiceServicer):
         timeout = max(0.0, min(request.timeout, 60.0))
         try:
             if len(sites) == 1:
-                msg = self.handler.poll(sites[0], timeout)
+                msg = self.handler.poll(sites[0], timeout, request.job_id or None)
                 batch = [(sites[0], msg)] if msg is not None else []
             else:
                 batch = self.handler.poll_many(set(sites), timeout)
@@ -127,6 +128,13 @@ class FLServicer(fl_pb2_grpc.FLServiceServicer):
         for i in range(0, len(data), DEFAULT_CHUNK_SIZE):
             yield fl_pb2.Frame(data=data[i : i + DEFAULT_CHUNK_SIZE])
 
+    def ShipLog(self, request, context):
+        try:
+            self.handler.ship_log(request.site, request.job_id, request.text)
+        except (TransportError, ValueError) as e:
+            self._abort(context, e)
+        return fl_pb2.Ack()
+
     def Goodbye(self, request, context):
         try:
             self.handler.goodbye(request.site)
@@ -135,31 +143,19 @@ class FLServicer(fl_pb2_grpc.FLServiceServicer):
         return fl_pb2.Ack()
 
 
-class FLServer:
-    """The site port as a context manager: binds `port` (0 = a free one) and reports it."""
+class FLServer(ServingPort):
+    """The site port as a context manager: binds `port` (0 = a free one) and reports it.
+
+    Every site (and every job process of a site) holds one worker in a long poll, so
+    `max_workers` bounds how many can be connected at once."""
 
     def __init__(self, handler: FLHandler, host: str = "127.0.0.1", port: int = 0,
-                 max_workers: int = 64, max_model_bytes: int | None = None) -> None:
+                 max_workers: int = 256, max_model_bytes: int | None = None) -> None:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fl-rpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                      ("grpc.max_send_message_length", MAX_MESSAGE)],
         )
         fl_pb2_grpc.add_FLServiceServicer_to_server(FLServicer(handler, max_model_bytes), self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"could not bind the site port on {host}:{port}")
-        self.address = f"{host}:{self.port}"
+        self._bind("flshell.fl.FLService", "site port", host, port)
 
-    def start(self) -> "FLServer":
-        self.server.start()
-        return self
-
-    def stop(self, grace: float | None = 1.0) -> None:
-        self.server.stop(grace).wait()
-
-    def __enter__(self) -> "FLServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -111,9 +111,9 @@ class InProcTransport(SiteTransport):
         self._check()
         return self._handler.heartbeat(site, _json_copy(info, "heartbeat info") or {})
 
-    def poll(self, site: str, timeout: float) -> SiteMessage | None:
+    def poll(self, site: str, timeout: float, job_id: str | None = None) -> SiteMessage | None:
         self._check()
-        return _detach_message(self._handler.poll(site, timeout))
+        return _detach_message(self._handler.poll(site, timeout, job_id))
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
         self._check()
@@ -152,6 +152,10 @@ class InProcTransport(SiteTransport):
     def get_job(self, site: str, job_id: str) -> bytes:
         self._check()
         return bytes(self._handler.get_job(site, job_id))
+
+    def ship_log(self, site: str, job_id: str, text: str) -> None:
+        self._check()
+        self._handler.ship_log(site, job_id, str(text))
 
     def goodbye(self, site: str) -> None:
         if not self._closed:

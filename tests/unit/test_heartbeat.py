@@ -309,7 +309,8 @@ def test_rejoin_after_lost_keeps_one_entry(engine, t, mon, statuses):
     assert engine.sites.names(None) == ["a"]
     assert engine.sites.get("a") is before
     assert _status(engine, "a") == CONNECTED
-    assert engine.sites.get("a").info == {"version": 2, "cpu": 4}
+    # what it says now replaces what it said before (a restarted site may run differently)
+    assert engine.sites.get("a").info == {"version": 2}
     (ev,) = statuses.drain()
     assert (ev["site"], ev["status"], ev["new"], ev["rejoined"]) == ("a", CONNECTED, False, True)
     assert engine.sites.status_counts()[CONNECTED] == 1
