@@ -8,9 +8,11 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, unregister
+from runtime.model import FLModel
+from runtime.server.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from runtime.server.job_workspace import JobWorkspace
 from runtime.server.tasks import GroupOutcome, TaskGroup
 from runtime.transport.base import JobStart, JobState
@@ -46,7 +48,17 @@ class JobContext:
     current_round: int | None = None
     total_rounds: int | None = None
     metrics_writer: Any = None  # runtime.tracking.MetricsWriter once the job starts
+    workflow_index: int = 0  # which of the job's workflows is running
+    on_round: Callable[[dict[str, Any]], None] | None = None  # e.g. the job store's record
+    resume: Checkpoint | None = None  # set when a restarted server resumes the job
     _round_started_at: float = 0.0
+
+    def take_resume_model(self) -> FLModel | None:
+        """The checkpointed global model to resume from, once, for the workflow that saved it."""
+        cp, self.resume = self.resume, None
+        if cp is None or cp.workflow != self.workflow_index:
+            return None
+        return cp.load_model()
 
     def round_started(self, current_round: int, total_rounds: int, targets: list[str]) -> None:
         self.current_round, self.total_rounds = current_round, total_rounds
@@ -69,7 +81,11 @@ class JobContext:
             "sites_timed_out": sorted(o.timed_out) if o else [],
             "metrics": metrics,
         }
-        self.workspace.record_round(record)  # persisted before the round is reported done
+        # persisted before the round is reported done: checkpoint first, it is what a restart trusts
+        write_checkpoint(self.workspace.root, record, self.workflow_index)
+        self.workspace.record_round(record)
+        if self.on_round is not None:
+            self.on_round(record)
         if self.metrics_writer is not None:
             now = time.time()
             try:
@@ -95,8 +111,17 @@ class JobRunner:
         job_id: str | None = None,
         overrides: dict[str, Any] | None = None,
         ready_timeout: float = 60.0,
+        on_status: Callable[["JobRunner", str, str | None], None] | None = None,
+        on_round: Callable[["JobRunner", dict[str, Any]], None] | None = None,
+        resume: bool = False,
     ) -> None:
+        """`on_status` / `on_round` see every status change and every completed round (the
+        server's job store records them). With `resume`, the job continues after the last
+        round of its checkpoint (a server restarted while it ran)."""
         self.engine = engine
+        self.on_status = on_status
+        self.on_round = on_round
+        self.resume = resume
         self.job = job
         self.job_id = job_id or str(uuid.uuid4())
         self.targets = [s for s in sites if job.client_app_for(s) is not None]
@@ -147,6 +172,8 @@ class JobRunner:
         self.ctx = JobContext(
             self.job_id, self.job, self.engine, builder, None, self.logger, self.abort_event,
         )
+        if self.on_round is not None:
+            self.ctx.on_round = lambda record: self.on_round(self, record)
         if not self.targets:
             raise JobError("meta.json", "deploy_map",
                            "no site runs this job: the deploy_map gives none of them a client app")
@@ -160,7 +187,10 @@ class JobRunner:
 
         self.metrics_writer = self.ctx.metrics_writer = MetricsWriter(self.workspace.result_dir / "tb")
         self.engine.add_metric_sink(self.job_id, self._on_site_metrics)
+        self.engine.add_log_sink(self.job_id, self._on_site_log)
         self.workspace.copy_job_folder(self.job.root)
+        if self.resume:
+            self._load_checkpoint()
         self.engine.add_job_listener(self.job_id, self._on_site_report)
         self._set_status(JobStatus.SUBMITTED)
         self._thread = threading.Thread(target=self._run, name=f"job-{self.job_id[:8]}", daemon=True)
@@ -177,6 +207,9 @@ class JobRunner:
         self.abort_event.set()
         with self._reports_cond:
             self._reports_cond.notify_all()
+        group = self.ctx.current_group if self.ctx is not None else None
+        if group is not None:
+            group.wake()  # the abort reaches the sites now, not at the group's next tick
 
     @property
     def done(self) -> bool:
@@ -201,10 +234,14 @@ class JobRunner:
             self.started_at = time.time()
             self._set_status(JobStatus.RUNNING)
             app = self.job.server_app()
+            first = self.ctx.resume.workflow if self.ctx.resume else 0
             with custom_imports(app):
-                for controller in self.controllers:
+                for i, controller in enumerate(self.controllers):
                     if self.abort_event.is_set():
                         break
+                    if i < first:
+                        continue  # finished before the server restarted
+                    self.ctx.workflow_index = i
                     controller.bind(self.ctx)
                     controller.run()
             if self.abort_event.is_set():
@@ -218,6 +255,8 @@ class JobRunner:
                 self.engine.end_job_on(site, self.job_id, self.status)
             self.engine.remove_job_listener(self.job_id)
             self.engine.remove_metric_sink(self.job_id)
+            # sites ship their last log lines as their part ends: keep listening a little
+            threading.Timer(10.0, self.engine.remove_log_sink, (self.job_id,)).start()
             self.engine.remove_job_archive(self.job_id)
             if self.metrics_writer is not None:
                 self.metrics_writer.close()
@@ -254,6 +293,30 @@ class JobRunner:
             self.metrics_writer.write(site, records)
         except (ValueError, TypeError, OSError) as e:
             self.logger.warning(f"metrics from {site} not written: {e}")
+
+    def _on_site_log(self, site: str, text: str) -> None:
+        """Log text a site shipped: appended to logs/<site>.log of the job on the server."""
+        if site not in self.targets or self.workspace is None:
+            return  # only sites the job is deployed to, whose names are checked (no paths)
+        try:
+            with open(self.workspace.logs_dir / f"{site}.log", "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            self.logger.warning(f"log of {site} not written: {e}")
+
+    def _load_checkpoint(self) -> None:
+        """Resume after a restart: the checkpoint's round counts as done (recorded again if the
+        crash came between checkpoint and record), its model is where the workflow goes on."""
+        cp = read_checkpoint(self.workspace.root)
+        if cp is None:
+            self.logger.info("no round checkpoint: the job starts from its first round")
+            return
+        self.ctx.resume = cp
+        if not (self.workspace.rounds_dir / f"round_{cp.round:05d}.json").is_file():
+            self.workspace.record_round(cp.record)
+            if self.ctx.on_round is not None:
+                self.ctx.on_round(cp.record)
+        self.logger.info(f"resuming after round {cp.round + 1} (its checkpoint is in {cp.folder})")
 
     def _on_site_report(self, site: str, state: str, detail: str | None) -> None:
         with self._reports_cond:
@@ -303,6 +366,11 @@ class JobRunner:
     def _set_status(self, status: str, reason: str | None = None) -> None:
         self.status = status
         self.reason = reason
+        if self.on_status is not None:
+            try:
+                self.on_status(self, status, reason)
+            except Exception as e:  # noqa: BLE001 - a bookkeeping failure must not kill the job
+                self.logger.warning(f"status {status} not recorded: {e}")
         self.logger.info(f"job {self.job_id} {status}" + (f": {reason}" if reason else ""))
         self.engine.events.publish(
             "job_status", job_id=self.job_id, name=self.job.name, status=status, reason=reason,

@@ -156,6 +156,17 @@ class ModelController:
             return persistor.load_model()
         return FLModel(params={}, params_type=ParamsType.FULL)
 
+    def initial_model(self) -> FLModel:
+        """The model a workflow starts from: after a server restart, the global model of the
+        last completed round (its `current_round` says which; go on from the next one), else
+        `load_model()`."""
+        take = getattr(self.ctx, "take_resume_model", None)  # absent on a bare test context
+        resumed = take() if take is not None else None
+        if resumed is not None:
+            self.info(f"resuming from the checkpoint of round {resumed.current_round + 1}")
+            return resumed
+        return self.load_model()
+
     def save_model(self, model: FLModel, name: str = "global_model") -> None:
         self.ctx.workspace.save_model(model, name)
         if self.persistor_id:

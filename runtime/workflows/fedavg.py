@@ -95,7 +95,7 @@ class FedAvg(ModelController):
         aggregator = (
             self.get_component(self.aggregator_id) if self.aggregator_id else WeightedAggregator()
         )
-        model = self.load_model()
+        model = self.initial_model()
         need = self.min_clients or self.ctx.job.min_clients
         self.info(f"FedAvg: {self.num_rounds} rounds over {len(self.sites)} sites, "
                   f"{need} results needed per round")

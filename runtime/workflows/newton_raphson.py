@@ -214,14 +214,15 @@ class NewtonRaphson(ModelController):
         return FLModel(params={WEIGHTS: w}, params_type=ParamsType.FULL)
 
     def run(self) -> None:
-        model = self.load_model()
-        w = model.params[WEIGHTS]
+        model = self.initial_model()
+        w = np.asarray(model.params[WEIGHTS], dtype=np.float64).reshape(-1)
+        start = model.current_round + 1 if model.current_round is not None else 0
         aggregator = NewtonRaphsonAggregator(len(w))
         need = self.min_clients or self.ctx.job.min_clients
         self.info(f"NewtonRaphson: {self.num_rounds} rounds over {len(self.sites)} sites, "
                   f"{len(w) - 1} features, damping {self.damping:g}, l2 {self.l2:g}, "
                   f"{need} results needed per round")
-        for r in range(self.num_rounds):
+        for r in range(start, self.num_rounds):
             targets = self.sites
             if need > len(targets):
                 raise JobFailed(f"min_clients={need} but only {len(targets)} sites are ready")

@@ -13,7 +13,9 @@ RUNTIME_MODULES = [
     "runtime", "runtime.model", "runtime.wire", "runtime.jobs", "runtime.transport",
     "runtime.server.engine", "runtime.server.job_runner", "runtime.workflows",
     "runtime.client", "runtime.client.agent", "runtime.client.executors", "runtime.sim.simulator",
-    "provisioning",
+    "runtime.admin", "runtime.server.admin_service", "runtime.server.manager",
+    "runtime.server.process", "runtime.transport.health", "runtime.client.job_process",
+    "runtime.client.process_agent", "provisioning",
 ]
 
 

@@ -1,0 +1,351 @@
+"""The server's jobs: the store (what survives restarts), the scheduler, the running JobRunners.
+
+What the admin service calls. One per server process, over one `ServerEngine`:
+
+- `submit_archive` / `submit_folder` validate and store a job (SUBMITTED);
+- the scheduler thread starts stored jobs, oldest first, when a run slot is free (`max_jobs`)
+  and the sites they need are connected (`min_clients`, `mandatory_clients`); a job that cannot
+  start is WAITING with the reason;
+- `start()` picks up the jobs a previous server process left unfinished: a RUNNING job resumes
+  after its last checkpointed round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from runtime.jobs import Job, JobError, load_job
+from runtime.jobs.upload import UploadLimits, unpack_job
+from runtime.server.engine import ServerEngine
+from runtime.server.job_runner import JobRunner, JobStatus
+from runtime.server.job_store import JobRecord, JobStore, JobStoreError, UnknownJob
+from runtime.server.sites import SiteStatus
+
+log = logging.getLogger("flshell.server")
+
+_STORED = (".npz", ".pt", ".zip", ".gz", ".png", ".jpg")  # already compressed or binary
+
+
+class JobManager:
+    def __init__(
+        self,
+        engine: ServerEngine,
+        store: JobStore | None = None,
+        max_jobs: int = 2,
+        ready_timeout: float = 60.0,
+        upload_limits: UploadLimits = UploadLimits(),
+        schedule_interval: float = 0.5,
+        site_log: Callable[[str, str], Path] | None = None,
+    ) -> None:
+        """`site_log(job_id, site)`: where a site's log of a job is when sites do not ship
+        their logs to the server (the simulator's sites write theirs directly)."""
+        if max_jobs < 1:
+            raise ValueError(f"max_jobs: need at least 1, got {max_jobs}")
+        self.engine = engine
+        self.workspace = engine.workspace
+        self.store = store or JobStore(self.workspace)
+        self.events = engine.events
+        self.max_jobs = max_jobs
+        self.ready_timeout = ready_timeout
+        self.upload_limits = upload_limits
+        self.schedule_interval = schedule_interval
+        self.site_log = site_log
+        self.started_at = time.time()
+        self.addresses: dict[str, str] = {}  # "fl", "admin": filled in by the server process
+        self.runners: dict[str, JobRunner] = {}
+        self._resume: set[str] = set()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._waiting_reasons: dict[str, str] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> "JobManager":
+        """Pick up unfinished jobs of a previous run, then schedule until stop()."""
+        for rec in self.store.unfinished():
+            if rec.status == JobStatus.RUNNING:
+                self._resume.add(rec.job_id)
+                log.info(f"job {rec.label()} was running when the server stopped: it resumes")
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, abort_running: bool = False, timeout: float = 10.0) -> None:
+        """Stop scheduling. Running jobs are left RUNNING in the store (a restarted server
+        resumes them) unless `abort_running`."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            runners = list(self.runners.values())
+        for r in runners:
+            if abort_running:
+                r.abort("server shutdown")
+        deadline = time.monotonic() + timeout
+        for r in runners:
+            if abort_running:
+                r.wait(max(0.0, deadline - time.monotonic()))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- submit ------------------------------------------------------------------------------
+
+    def submit_archive(self, data: bytes, submitter: str) -> str:
+        """A zipped job folder (runtime.jobs.upload.pack_job) -> a stored job's id. Every
+        upload check runs before anything is written outside the staging folder."""
+        staging = self.workspace / "staging"
+        folder = unpack_job(data, staging, self.upload_limits)
+        try:
+            return self.submit_folder(folder, submitter)
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
+
+    def submit_folder(self, folder: str | os.PathLike[str], submitter: str) -> str:
+        job_id = self.store.submit(folder, submitter)
+        rec = self.store.get(job_id)
+        self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
+                            reason=None, submitter=submitter)
+        self._wake.set()
+        return job_id
+
+    def clone_job(self, ref: str, submitter: str) -> str:
+        job_id = self.store.clone(ref, submitter)
+        rec = self.store.get(job_id)
+        self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
+                            reason=None, submitter=submitter, cloned_from=rec.extra.get("cloned_from"))
+        self._wake.set()
+        return job_id
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> str:
+        return self.store.resolve(ref)
+
+    def list_jobs(self, name: str | None = None, status: Any = None, limit: int | None = None,
+                  include_done: bool = True) -> list[dict[str, Any]]:
+        return [self._job_dict(r) for r in self.store.list(name, status, limit, include_done)]
+
+    def get_job(self, ref: str) -> dict[str, Any]:
+        rec = self.store.get(ref)
+        out = self._job_dict(rec)
+        out["rounds"] = self.store.rounds(rec.job_id)
+        status_file = rec.workspace / "status.json"
+        try:
+            status = json.loads(status_file.read_text(encoding="utf-8"))
+            out["failure_details"] = status.get("failure_details") or {}
+            out["failed_sites"] = status.get("failed_sites") or []
+        except (OSError, ValueError):
+            out["failure_details"], out["failed_sites"] = {}, []
+        return out
+
+    def job_done(self, ref: str) -> bool:
+        return self.store.get(ref).done
+
+    def _job_dict(self, rec: JobRecord) -> dict[str, Any]:
+        d = rec.to_dict()
+        d["short_id"] = rec.short_id
+        runner = self.runners.get(rec.job_id)
+        if runner is not None and runner.ctx is not None and not rec.done:
+            d["current_round"] = runner.ctx.current_round  # the round in progress, live
+            d["total_rounds"] = runner.ctx.total_rounds or d["total_rounds"]
+            d["round_in_progress"] = True
+        if rec.status == JobStatus.WAITING and rec.job_id in self._waiting_reasons:
+            d["reason"] = self._waiting_reasons[rec.job_id]
+        return d
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        return self.engine.sites.snapshot()
+
+    def system_info(self) -> dict[str, Any]:
+        from runtime.monitor import host_load
+
+        counts: dict[str, int] = {}
+        for rec in self.engine.sites.all():
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+        return {
+            "server": socket.gethostname(), "pid": os.getpid(),
+            "started_at": self.started_at, "uptime": round(time.time() - self.started_at, 1),
+            "workspace": str(self.workspace), "addresses": dict(self.addresses),
+            "max_jobs": self.max_jobs, "running_jobs": sorted(j for j, r in self.runners.items() if not r.done),
+            "sites": counts, "host": host_load(),
+        }
+
+    def log_file(self, ref: str, site: str | None = None) -> Path:
+        rec = self.store.get(ref)
+        logs = rec.workspace / "logs"
+        if site is None:
+            path = logs / "server.log"
+        else:
+            if site not in rec.sites and not (logs / f"{site}.log").is_file():
+                raise FileNotFoundError(
+                    f"job {rec.label()} does not run on {site!r}; its sites: {', '.join(rec.sites) or 'none'}")
+            path = logs / f"{site}.log"
+            if self.site_log is not None and not path.is_file():
+                path = self.site_log(rec.job_id, site)
+        if not path.is_file():
+            who = "the server" if site is None else site
+            raise FileNotFoundError(f"job {rec.label()} has no log from {who} yet (status {rec.status})")
+        return path
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    def abort_job(self, ref: str, by: str) -> dict[str, Any]:
+        rec = self.store.get(ref)
+        with self._lock:
+            runner = self.runners.get(rec.job_id)
+            if runner is not None:
+                runner.abort(by)
+            elif not rec.done:
+                rec = self.store.set_status(rec.job_id, JobStatus.ABORTED, f"aborted by {by}")
+                self.events.publish("job_status", job_id=rec.job_id, name=rec.name,
+                                    status=rec.status, reason=rec.reason)
+            else:
+                raise JobStoreError(f"job {rec.label()} has already ended ({rec.status})")
+        return self._job_dict(self.store.get(rec.job_id))
+
+    def delete_job(self, ref: str) -> dict[str, Any]:
+        rec = self.store.delete(ref)
+        self.events.publish("job_deleted", job_id=rec.job_id, name=rec.name)
+        return rec.to_dict()
+
+    def download_job(self, ref: str) -> Path:
+        """A temporary zip of the job's server workspace (the caller deletes it)."""
+        rec = self.store.get(ref)
+        out_dir = self.workspace / "downloads"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{rec.job_id}-{uuid.uuid4().hex[:8]}.zip"
+        root = rec.workspace
+        with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
+            for f in sorted(root.rglob("*")):
+                rel = f.relative_to(root)
+                if f.is_symlink() or not f.is_file() or rel.parts[0] == "checkpoint":
+                    continue
+                method = zipfile.ZIP_STORED if f.suffix in _STORED else zipfile.ZIP_DEFLATED
+                zf.write(f, str(Path(rec.job_id) / rel), compress_type=method)
+        return path
+
+    # ---- scheduling --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.schedule_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.schedule_once()
+            except Exception:  # noqa: BLE001 - the scheduler must outlive any one job
+                log.exception("scheduler pass failed")
+
+    def schedule_once(self) -> None:
+        """Reap finished runners, then start what can start (oldest first)."""
+        with self._lock:
+            for job_id in [j for j, r in self.runners.items() if r.done]:
+                del self.runners[job_id]
+            for rec in self.store.unfinished():
+                if rec.job_id in self.runners:
+                    continue
+                if len(self.runners) >= self.max_jobs:
+                    self._wait(rec, f"waiting for a free run slot: {len(self.runners)} of "
+                                    f"{self.max_jobs} jobs running")
+                    continue
+                try:
+                    job = load_job(rec.folder)
+                except JobError as e:
+                    self._end(rec, JobStatus.FAILED, f"the stored job is invalid: {e}")
+                    continue
+                sites, why = self._placement(job)
+                if sites is None:
+                    self._wait(rec, why)
+                    continue
+                self._launch(rec, job, sites)
+
+    def _placement(self, job: Job) -> tuple[list[str] | None, str]:
+        """The connected sites to run `job` on, or None and why it must wait."""
+        live = sorted(r.name for r in self.engine.sites.all() if r.status == SiteStatus.CONNECTED)
+        targets = [s for s in live if job.client_app_for(s) is not None]
+        missing = [s for s in job.mandatory_clients if s not in targets]
+        if len(targets) < job.min_clients or missing or not targets:
+            parts = [f"needs {max(job.min_clients, 1)} sites, {len(targets)} connected"
+                     + (f" ({', '.join(targets)})" if targets else "")]
+            if missing:
+                parts.append("mandatory sites not connected: " + ", ".join(missing))
+            return None, "waiting for sites: " + "; ".join(parts)
+        return targets, ""
+
+    def _wait(self, rec: JobRecord, reason: str) -> None:
+        if rec.status == JobStatus.RUNNING:
+            return  # a resumed job waiting for its sites stays RUNNING in the store
+        if self._waiting_reasons.get(rec.job_id) == reason and rec.status == JobStatus.WAITING:
+            return
+        self._waiting_reasons[rec.job_id] = reason
+        self.store.set_status(rec.job_id, JobStatus.WAITING, reason)
+        self.events.publish("job_status", job_id=rec.job_id, name=rec.name,
+                            status=JobStatus.WAITING, reason=reason)
+
+    def _end(self, rec: JobRecord, status: str, reason: str) -> None:
+        self.store.set_status(rec.job_id, status, reason)
+        self.events.publish("job_status", job_id=rec.job_id, name=rec.name, status=status,
+                            reason=reason)
+
+    def make_runner(self, job_id: str, job: Job, sites: list[str], resume: bool = False,
+                    **kwargs: Any) -> JobRunner:
+        """A runner for a stored job that keeps the store up to date (status, rounds)."""
+        return JobRunner(self.engine, job, sites, job_id=job_id, on_status=self._on_status,
+                         on_round=self._on_round, resume=resume,
+                         **{"ready_timeout": self.ready_timeout, **kwargs})
+
+    def adopt(self, runner: JobRunner) -> None:
+        """Track a runner started by someone else (the simulator) as a running job."""
+        with self._lock:
+            self.runners[runner.job_id] = runner
+
+    def _launch(self, rec: JobRecord, job: Job, sites: list[str]) -> None:
+        resume = rec.job_id in self._resume
+        self._resume.discard(rec.job_id)
+        self._waiting_reasons.pop(rec.job_id, None)
+        runner = self.make_runner(rec.job_id, job, sites, resume=resume)
+        try:
+            runner.prepare()
+        except (JobError, Exception) as e:  # noqa: BLE001 - a job that cannot build fails alone
+            self._end(rec, JobStatus.FAILED, f"the job could not be prepared: {e}")
+            return
+        self.runners[rec.job_id] = runner
+        runner.start()
+
+    def _on_status(self, runner: JobRunner, status: str, reason: str | None) -> None:
+        rec = self.store.get(runner.job_id)
+        if rec.status == status and status != JobStatus.WAITING:
+            return
+        if rec.status == JobStatus.RUNNING and status in (JobStatus.SUBMITTED, JobStatus.WAITING):
+            return  # a resumed job goes through these again; the store keeps RUNNING
+        if status == JobStatus.SUBMITTED:
+            return
+        sites = runner.ctx.sites if status == JobStatus.RUNNING and runner.ctx else None
+        self.store.set_status(runner.job_id, status, reason, sites=sites or None)
+        if status in JobStatus.FINAL:
+            self._wake.set()
+
+    def _on_round(self, runner: JobRunner, record: dict[str, Any]) -> None:
+        total = record.get("total_rounds") or record["round"] + 1
+        model = runner.workspace.result_dir / "global_model.npz" if runner.workspace else None
+        self.store.record_round(runner.job_id, int(record["round"]), int(total),
+                                record.get("metrics") or {},
+                                model if model is not None and model.is_file() else None)
+
+
+__all__ = ["JobManager", "UnknownJob"]

@@ -1,0 +1,150 @@
+"""A server process: engine, job manager, the site port and the admin port, health, drain.
+
+`ServerProcess(config).start()` binds both ports (0 = free ones), writes the real addresses to
+`<workspace>/server.json` and serves until `stop()`. `drain()` is what SIGTERM does: both ports'
+health turns NOT_SERVING, no new job starts, running jobs stay RUNNING in the job store (the next
+server process resumes them after their last completed round), then the ports close.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from runtime.server.engine import ServerEngine
+from runtime.server.job_workspace import atomic_write_text
+from runtime.server.manager import JobManager
+
+CONFIG_FILE = "config.json"  # written by `flshell poc prepare` / provisioning; optional
+STATE_FILE = "server.json"  # written by a running server: its pid and real addresses
+
+log = logging.getLogger("flshell.server")
+
+
+@dataclass
+class ServerConfig:
+    workspace: str
+    host: str = "127.0.0.1"
+    fl_port: int = 0
+    admin_port: int = 0
+    max_jobs: int = 2
+    heartbeat_interval: float = 5.0
+    stale_after: float | None = None  # default: 3 heartbeat intervals
+    lost_after: float | None = None  # default: 10 heartbeat intervals
+    ready_timeout: float = 60.0
+    insecure: bool = True
+
+    @classmethod
+    def load(cls, workspace: str | os.PathLike[str], **overrides: Any) -> "ServerConfig":
+        """`<workspace>/config.json` if there is one, then `overrides` (None = keep)."""
+        ws = Path(workspace)
+        values: dict[str, Any] = {}
+        path = ws / CONFIG_FILE
+        if path.is_file():
+            try:
+                values = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{path}: not valid JSON: {e}") from None
+            if not isinstance(values, dict):
+                raise ValueError(f"{path}: expected a JSON object")
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"{path}: unknown keys {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known - {'workspace'}))})")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["workspace"] = str(ws)
+        cfg = cls(**values)
+        for name in ("fl_port", "admin_port"):
+            port = getattr(cfg, name)
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"{name}: expected a port number 0-65535, got {port!r}")
+        if not isinstance(cfg.max_jobs, int) or cfg.max_jobs < 1:
+            raise ValueError(f"max_jobs: expected an integer >= 1, got {cfg.max_jobs!r}")
+        if not cfg.heartbeat_interval > 0:
+            raise ValueError(f"heartbeat_interval: expected seconds > 0, got {cfg.heartbeat_interval!r}")
+        return cfg
+
+
+class ServerProcess:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.workspace = Path(config.workspace).resolve()
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.engine: ServerEngine | None = None
+        self.manager: JobManager | None = None
+        self.fl_server: Any = None
+        self.admin_server: Any = None
+        self.draining = False
+
+    def start(self) -> "ServerProcess":
+        from runtime.server.admin_service import AdminServer
+        from runtime.transport.grpc_server import FLServer
+
+        c = self.config
+        self.engine = ServerEngine(self.workspace, heartbeat_interval=c.heartbeat_interval,
+                                   monitor=True, stale_after=c.stale_after, lost_after=c.lost_after)
+        self.manager = JobManager(self.engine, max_jobs=c.max_jobs, ready_timeout=c.ready_timeout)
+        try:
+            self.fl_server = FLServer(self.engine, c.host, c.fl_port).start()
+            self.admin_server = AdminServer(self.manager, c.host, c.admin_port).start()
+        except Exception:
+            self.stop()
+            raise
+        self.manager.addresses = {"fl": self.fl_server.address, "admin": self.admin_server.address}
+        self.manager.start()
+        atomic_write_text(self.workspace / STATE_FILE, json.dumps({
+            "pid": os.getpid(), "started_at": time.time(),
+            "fl_address": self.fl_server.address, "admin_address": self.admin_server.address,
+            "config": asdict(c)}, indent=2))
+        return self
+
+    @property
+    def fl_address(self) -> str:
+        return self.fl_server.address
+
+    @property
+    def admin_address(self) -> str:
+        return self.admin_server.address
+
+    def drain(self, grace: float = 2.0) -> None:
+        """Stop taking work, report NOT_SERVING, let in-flight calls finish, close the ports."""
+        if self.draining:
+            return
+        self.draining = True
+        for server in (self.fl_server, self.admin_server):
+            health = getattr(server, "health", None)
+            if health is not None:
+                health.not_serving()
+        if self.manager is not None:
+            self.manager.stop()
+        self.stop(grace)
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self.engine is not None:
+            self.engine.close()  # wakes site polls: they back off and reconnect to the next server
+        for server in (self.admin_server, self.fl_server):
+            if server is not None:
+                server.stop(grace)
+        if self.manager is not None:
+            self.manager.stop()
+            self.manager.store.close()
+        try:
+            state = self.workspace / STATE_FILE
+            if state.is_file() and json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def read_state(workspace: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What a running server wrote to its workspace (pid, addresses), or None."""
+    try:
+        return json.loads((Path(workspace) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
