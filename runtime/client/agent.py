@@ -155,11 +155,15 @@ class SiteAgent:
                 continue
             try:
                 self.transport.heartbeat(self.name, {
-                    "jobs": sorted(self.jobs), "host": host_load(), "gpus": gpu_load()})
+                    **self.heartbeat_info(), "host": host_load(), "gpus": gpu_load()})
             except TransportError as e:
                 if "not registered" in str(e):
                     self.registered = False
                 self.logger.warning(f"heartbeat failed: {e}")
+
+    def heartbeat_info(self) -> dict[str, Any]:
+        """What a heartbeat says about this site's jobs (host and GPU load are added to it)."""
+        return {"jobs": sorted(self.jobs)}
 
     def handle(self, msg: SiteMessage) -> None:
         if isinstance(msg, JobStart):
@@ -198,6 +202,9 @@ class SiteAgent:
     # ---- jobs --------------------------------------------------------------------------------
 
     def _start_job(self, msg: JobStart) -> None:
+        if msg.job_id in self.jobs:  # a restarted server resumes a job this site still runs
+            self.transport.report_job(self.name, msg.job_id, JobState.READY)
+            return
         job_dir = self.workspace / "jobs" / msg.job_id  # made by whoever writes there first
         write = self.sink.writer(job_dir / "log.txt")
         logger = site_logger(f"{self.name}.{msg.job_id[:8]}", write)

@@ -1,0 +1,139 @@
+"""`flshell client`: run a site agent that connects to a server and runs each job in a process."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from flshell import exit_codes
+
+CLIENT_EPILOG = """\
+examples:
+  flshell client -w /srv/site-1 -n site-1 -s 10.0.0.5:8002 --insecure
+
+The site registers, then runs until SIGTERM or Ctrl-C; each job runs in a process of its own and
+logs to WORKSPACE/jobs/<job id>/log.txt (the agent to WORKSPACE/log.txt).
+
+exit status: 0 stopped cleanly, 2 bad arguments
+"""
+
+_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+RESERVED_NAMES = {"server", "@ALL"}
+
+
+class UsageError(ValueError):
+    """Arguments that cannot work; the message says which and what to pass instead."""
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-w", "--workspace", required=True,
+                   help="the site's workspace folder (made if missing)")
+    p.add_argument("-n", "--name", required=True, help="the site's name, e.g. site-1")
+    p.add_argument("-s", "--server", required=True, help="the server's site port, HOST:PORT")
+    p.add_argument("--insecure", action="store_true",
+                   help="connect without TLS (required until `flshell provision` lands)")
+    p.add_argument("--heartbeat-interval", type=float, metavar="S",
+                   help="seconds between heartbeats (default: what the server asks for)")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `client` to the `flshell` sub-commands."""
+    p = subparsers.add_parser(
+        "client", help="run a site: connect to a server and run the jobs it sends",
+        description="Run a site agent: register with the server, run each job it is sent in a "
+                    "process of its own, until stopped.",
+        epilog=CLIENT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    return p
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) -> (host, port); UsageError naming what is wrong."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text.strip())
+    if not m:
+        raise UsageError(f"--server: expected HOST:PORT (e.g. 127.0.0.1:8002), got {text!r}")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if not 1 <= int(port) <= 65535:
+        raise UsageError(f"--server: port must be 1..65535, got {port}")
+    return host, int(port)
+
+
+def check_args(args: argparse.Namespace) -> tuple[str, Path]:
+    """The server address and the workspace; UsageError for anything that cannot work."""
+    if not args.insecure:
+        raise UsageError("TLS arrives with `flshell provision`; until then pass --insecure to "
+                         "connect without it (on a trusted network only)")
+    if not _SITE_NAME.match(args.name or "") or args.name in RESERVED_NAMES:
+        raise UsageError(f"--name: expected a site name of letters, digits, '.', '_' or '-' "
+                         f"(not 'server'), got {args.name!r}")
+    host, port = parse_server(args.server)
+    if args.heartbeat_interval is not None and not args.heartbeat_interval > 0:
+        raise UsageError(f"--heartbeat-interval: expected seconds > 0, got {args.heartbeat_interval:g}")
+    ws = Path(args.workspace).expanduser()
+    if ws.exists() and not ws.is_dir():
+        raise UsageError(f"--workspace: {ws} is a file, expected a folder")
+    try:
+        ws.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--workspace: cannot make {ws}: {e.strerror}") from None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return address, ws.resolve()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        address, ws = check_args(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_codes.USAGE
+    from runtime.client.job_process import open_transport
+    from runtime.client.process_agent import ProcessSiteAgent
+    from runtime.client.sitelog import LogSink
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sink = LogSink(interval=0.5)
+    transport = open_transport(address, tls=None)  # TLS files plug in here with provisioning
+
+    registered_once = threading.Event()
+
+    def registered() -> None:
+        registered_once.set()
+        print(f"{args.name} registered with {address}; workspace {ws}", flush=True)
+
+    def say_waiting() -> None:
+        if not registered_once.wait(3.0) and not stop.is_set():
+            print(f"{args.name}: server {address} not reachable yet; retrying "
+                  f"(details in {ws / 'log.txt'})", file=sys.stderr, flush=True)
+
+    agent = ProcessSiteAgent(args.name, transport, ws, sink, server_address=address,
+                             heartbeat_interval=args.heartbeat_interval,
+                             on_registered=registered)
+    agent.logger.info(f"{args.name} starting: server {address}, workspace {ws}")
+    agent.start(heartbeats=True)
+    threading.Thread(target=say_waiting, daemon=True).start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        agent.stop(timeout=10)
+        transport.close()
+        sink.close()
+    return exit_codes.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flshell.client_cmd ARGS` is `flshell client ARGS`."""
+    parser = argparse.ArgumentParser(prog="flshell client", epilog=CLIENT_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""A site agent that runs each job in a child process of its own (`flshell client`).
+
+The agent registers with `job_processes` in its info, so the server queues a job's tasks in that
+job's own inbox, which the child (`runtime.client.job_process`) polls. The agent fetches and
+unpacks each job, starts its child, watches it, and ends it: a child that dies before the server
+ended its job fails the site's tasks of that job with the exit code or signal and the tail of its
+stderr, and the agent goes on to the next job. Children never outlive the agent: each holds a
+control socket to it and kills itself (and its process group) when the socket closes.
+
+While a job lives on the server but no child serves it here (the child died, could not start,
+or the agent restarted), a *tombstone* polls the job's inbox and fails each task at once with the
+reason, so rounds go on or fail instead of waiting on a task nobody will run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import runtime
+from runtime.client import job_process
+from runtime.client.agent import SiteAgent
+from runtime.client.apps import DownloadedApps
+from runtime.client.backoff import Backoff
+from runtime.client.sitelog import LogSink
+from runtime.jobs import JobError
+from runtime.transport.base import (
+    JobEnd,
+    JobStart,
+    JobState,
+    SiteMessage,
+    SiteTransport,
+    TaskAssignment,
+    TaskResult,
+    TransportError,
+)
+
+MARKER = "process.json"  # in jobs/<id>/ while a child of this site may run that job
+STDERR_TAIL = 20  # lines of a dead child's stderr reported with its failure
+
+
+@dataclass
+class JobChild:
+    """One job's child process, as its agent sees it."""
+
+    job_id: str
+    job_name: str
+    job_dir: Path
+    proc: subprocess.Popen | None = None
+    control: socket.socket | None = None
+    stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=STDERR_TAIL))
+    end_status: str | None = None  # set when the server ended the job
+    ended: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+    pump: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+class ProcessSiteAgent(SiteAgent):
+    """`start(heartbeats=True)` registers (with retry and backoff), polls, heartbeats with the
+    running jobs and their child pids; `stop()` ends the children, then says goodbye."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: SiteTransport,
+        workspace: str | Path,
+        log_sink: LogSink,
+        server_address: str,
+        tls: job_process.TlsFiles | None = None,
+        info: dict[str, Any] | None = None,
+        poll_timeout: float = 1.0,
+        heartbeat_interval: float | None = None,
+        end_grace: float = 5.0,
+        abort_grace: float = 0.4,
+        on_registered: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(name, transport, DownloadedApps(transport, name, workspace), workspace,
+                         log_sink, info={**(info or {}), "job_processes": True},
+                         poll_timeout=poll_timeout)
+        self.server_address = server_address
+        self.tls = tls
+        self.fixed_heartbeat = heartbeat_interval
+        if heartbeat_interval is not None:
+            self.heartbeat_interval = heartbeat_interval
+        self.end_grace = end_grace  # a completed job's child gets this long to exit by itself
+        self.abort_grace = abort_grace  # an aborted one's this long, then SIGTERM, then SIGKILL
+        self.on_registered = on_registered
+        self.children: dict[str, JobChild] = {}
+        self._tombstones: dict[str, threading.Event] = {}
+        self._ended_here: collections.deque[str] = collections.deque(maxlen=256)  # took their JobEnd
+        self._lock = threading.Lock()
+        self._ever_registered = False
+
+    # ---- registration, heartbeats ------------------------------------------------------------
+
+    def register(self) -> None:
+        forgotten = self._ever_registered  # registering again: the server lost track of us
+        super().register()
+        if self.fixed_heartbeat is not None:
+            self.heartbeat_interval = self.fixed_heartbeat
+        if forgotten:
+            self.logger.warning(f"{self.name} registered again: the server forgot its jobs; "
+                                "ending their processes")
+            threading.Thread(target=self._end_everything, args=(3.0,), daemon=True).start()
+            return
+        self._ever_registered = True
+        self._recover_leftovers()
+        if self.on_registered is not None:
+            self.on_registered()
+
+    def heartbeat_info(self) -> dict[str, Any]:
+        with self._lock:
+            pids = {j: c.pid for j, c in self.children.items()}
+        return {"jobs": sorted(pids), "job_pids": pids}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.children)
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    def handle(self, msg: SiteMessage) -> None:
+        """Never blocks the poll loop: fetching, spawning and reaping run on threads of their own."""
+        if isinstance(msg, JobStart):
+            child = JobChild(msg.job_id, msg.job_name, self.workspace / "jobs" / msg.job_id)
+            with self._lock:  # known before the next message: its JobEnd may come right after
+                if msg.job_id in self.children or self._stop.is_set():
+                    return
+                self.children[msg.job_id] = child
+            threading.Thread(target=self._launch, args=(msg, child), name=f"{self.name}-launch",
+                             daemon=True).start()
+        elif isinstance(msg, JobEnd):
+            self._on_job_end(msg)
+        elif isinstance(msg, TaskAssignment):  # a server that does not route tasks per job
+            self._fail_task(msg, f"{self.name} runs jobs in processes, but task "
+                                 f"'{msg.task_name}' came to the site's inbox, not the job's")
+
+    def _launch(self, msg: JobStart, child: JobChild) -> None:
+        try:
+            app = self.app_source(msg)
+            if not child.ended.is_set():
+                self._spawn(child, msg, app.root)
+        except Exception as e:  # noqa: BLE001 - reported to the server, the site stays up
+            with self._lock:
+                self.children.pop(msg.job_id, None)
+            detail = str(e) if isinstance(e, (JobError, TransportError, OSError)) else traceback.format_exc()
+            detail = f"job {msg.job_id} could not start on {self.name}: {detail}"
+            self.logger.error(detail)
+            self._report_failed(msg.job_id, detail)
+            self._tombstone(msg.job_id, detail, ended=child.ended.is_set())
+            return
+        if child.proc is None:  # the job ended while its app was fetched
+            with self._lock:
+                self.children.pop(msg.job_id, None)
+            self._tombstone(msg.job_id, "the job ended", ended=True)
+            return
+        self.logger.info(f"job {msg.job_id} ({msg.job_name}) started in process {child.pid}")
+
+    def _spawn(self, child: JobChild, msg: JobStart, app_folder: Path) -> None:
+        child.job_dir.mkdir(parents=True, exist_ok=True)
+        mine, theirs = socket.socketpair()
+        info = {k: v for k, v in self.info.items() if k != "job_processes"}
+        cmd = [sys.executable, "-m", "runtime.client.job_process",
+               "--server", self.server_address, "--site", self.name, "--job-id", msg.job_id,
+               "--job-name", msg.job_name, "--app-name", msg.app_name,
+               "--app-folder", str(app_folder), "--workspace", str(self.workspace.resolve()),
+               "--info", json.dumps(info), "--poll-timeout", str(self.poll_timeout),
+               "--end-grace", str(self.end_grace), "--control-fd", str(theirs.fileno())]
+        if self.tls is not None:
+            cmd += ["--tls-root", str(self.tls.root_ca), "--tls-cert", str(self.tls.cert),
+                    "--tls-key", str(self.tls.key)]
+        env = dict(os.environ)  # the child runs the same runtime as this agent
+        root = str(Path(runtime.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            with open(child.job_dir / "log.txt", "ab") as log:
+                child.proc = subprocess.Popen(
+                    cmd, cwd=child.job_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), start_new_session=True)
+        finally:
+            theirs.close()
+        child.control = mine
+        _write_marker(child.job_dir, child.proc.pid, msg.job_name)
+        child.pump = threading.Thread(target=_pump_stderr, args=(child,), daemon=True)
+        child.pump.start()
+        threading.Thread(target=self._watch, args=(child,), name=f"{self.name}-watch",
+                         daemon=True).start()
+        if child.ended.is_set():  # the job ended while we fetched and spawned
+            self._reap(child, 0.0)
+
+    def _watch(self, child: JobChild) -> None:
+        """Wait for the child; if it died before the job ended, fail the job's tasks here."""
+        assert child.proc is not None and child.control is not None
+        code = child.proc.wait()
+        _kill_group(child.proc.pid)  # whatever it started in its group goes with it
+        if child.pump is not None:
+            child.pump.join(2.0)
+        said = _drain(child.control)
+        child.control.close()
+        with self._lock:
+            self.children.pop(child.job_id, None)
+        child.exited.set()
+        if code == 0 and job_process.ENDED in said:
+            self._ended_here.append(child.job_id)
+            _remove_marker(child.job_dir)
+            self.logger.info(f"job {child.job_id} process {child.pid} exited")
+            return
+        if self._stop.is_set() or child.ended.is_set():
+            _remove_marker(child.job_dir)
+            self.logger.info(f"job {child.job_id} process {child.pid} ended ({describe_exit(code)})")
+            self._tombstone(child.job_id, "the job ended", ended=True)  # take its JobEnd, if left
+            return
+        if code == 0 and job_process.REPORTED in said:  # it could not start, and said so
+            self._tombstone(child.job_id, f"job {child.job_id} could not start on {self.name}")
+            return
+        detail = f"job process of {self.name} {describe_exit(code)}"
+        tail = "\n".join(child.stderr_tail)
+        detail += f" (pid {child.pid}); last lines of its stderr:\n{tail}" if tail \
+            else f" (pid {child.pid}); it wrote nothing to stderr"
+        self.logger.error(f"job {child.job_id}: {detail}")
+        self._report_failed(child.job_id, detail)
+        self._tombstone(child.job_id, detail)
+
+    def _on_job_end(self, msg: JobEnd) -> None:
+        with self._lock:
+            child = self.children.get(msg.job_id)
+            tomb = self._tombstones.get(msg.job_id)
+        if tomb is not None:
+            tomb.set()
+        if child is None:
+            if tomb is None and msg.job_id not in self._ended_here:  # e.g. it ended while we were away
+                _remove_marker(self.workspace / "jobs" / msg.job_id)
+                self._tombstone(msg.job_id, "the job ended", ended=True)  # take the child's copy
+            return
+        child.end_status = msg.status
+        child.ended.set()
+        grace = self.end_grace + 2.0 if msg.status == "COMPLETED" else self.abort_grace
+        threading.Thread(target=self._reap, args=(child, grace), daemon=True).start()
+
+    def _reap(self, child: JobChild, grace: float) -> None:
+        """Give the child `grace` seconds to exit, then SIGTERM, then SIGKILL its group."""
+        if child.proc is None or child.exited.wait(grace):
+            return
+        for sig, wait in ((signal.SIGTERM, 0.25), (signal.SIGKILL, 5.0)):
+            if child.proc.poll() is None:
+                self.logger.warning(f"job {child.job_id} process {child.pid}: sending {sig.name}")
+                _kill_group(child.proc.pid, sig)
+            if child.exited.wait(wait):
+                return
+
+    # ---- tombstones: a job the server runs here that no process serves -----------------------
+
+    def _tombstone(self, job_id: str, reason: str, ended: bool = False) -> None:
+        """Fail the tasks of `job_id` until its JobEnd; with `ended`, only take what is queued."""
+        with self._lock:
+            if job_id in self._tombstones or self._stop.is_set():
+                return
+            stop = self._tombstones[job_id] = threading.Event()
+        if ended:
+            stop.set()
+        threading.Thread(target=self._serve_tombstone, args=(job_id, reason, stop),
+                         name=f"{self.name}-tombstone", daemon=True).start()
+
+    def _serve_tombstone(self, job_id: str, reason: str, stop: threading.Event) -> None:
+        backoff = Backoff()
+        try:
+            while not self._stop.is_set():
+                try:  # once told the job ended, only take what is already queued
+                    msg = self.transport.poll(self.name, 0 if stop.is_set() else self.poll_timeout,
+                                              job_id=job_id)
+                    backoff.reset()
+                except TransportError:
+                    if stop.is_set() or self._stop.wait(backoff.delay()):
+                        return
+                    continue
+                if isinstance(msg, TaskAssignment):
+                    self._fail_task(msg, f"{reason}\n(task '{msg.task_name}' was not run)",
+                                    quiet=True)
+                elif isinstance(msg, JobEnd) or (msg is None and stop.is_set()):
+                    return
+        finally:
+            with self._lock:
+                self._tombstones.pop(job_id, None)
+            if not self._stop.is_set():
+                _remove_marker(self.workspace / "jobs" / job_id)
+
+    def _recover_leftovers(self) -> None:
+        """Jobs whose child this site ran before it restarted: make sure those processes are
+        gone, tell the server, and fail what it still sends them."""
+        for marker in sorted((self.workspace / "jobs").glob(f"*/{MARKER}")):
+            job_id = marker.parent.name
+            try:
+                pid = int(json.loads(marker.read_text()).get("pid"))
+            except (OSError, ValueError, TypeError, AttributeError):
+                pid = None
+            if pid is not None and _is_job_process(pid, job_id):
+                _kill_group(pid)
+            detail = (f"{self.name} restarted: its process for job {job_id} (pid {pid}) "
+                      "was lost with the previous site agent")
+            self.logger.warning(detail)
+            self._report_failed(job_id, detail)
+            self._tombstone(job_id, detail)
+
+    # ---- stopping ----------------------------------------------------------------------------
+
+    def _end_everything(self, timeout: float) -> None:
+        with self._lock:
+            children = list(self.children.values())
+            tombs = list(self._tombstones.values())
+        for tomb in tombs:
+            tomb.set()
+        for child in children:
+            child.ended.set()
+            if child.proc is not None and child.proc.poll() is None:
+                _kill_group(child.proc.pid, signal.SIGTERM)
+        for child in children:
+            if child.proc is not None and not child.exited.wait(timeout):
+                _kill_group(child.proc.pid, signal.SIGKILL)
+                child.exited.wait(5.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the children (SIGTERM, then SIGKILL after `timeout`/3), then say goodbye."""
+        self._stop.set()
+        self._end_everything(max(0.5, timeout / 3))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        try:
+            self.transport.goodbye(self.name)
+        except TransportError:
+            pass
+        self.logger.info(f"{self.name} stopped")
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _report_failed(self, job_id: str, detail: str) -> None:
+        try:
+            self.transport.report_job(self.name, job_id, JobState.FAILED, detail)
+        except TransportError as e:
+            self.logger.warning(f"could not report job {job_id} failed: {e}")
+
+    def _fail_task(self, msg: TaskAssignment, error: str, quiet: bool = False) -> None:
+        """Answer a task we cannot run with `error`; `quiet`: the server may have settled it
+        already (a site's failure report fails its pending tasks, their assignments stay queued)."""
+        try:
+            self.transport.submit_result(TaskResult(msg.task_id, msg.job_id, self.name, False,
+                                                    None, error))
+        except TransportError as e:
+            if not (quiet and "not expected" in str(e)):
+                self.logger.warning(f"task {msg.task_id} could not be failed: {e}")
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, in words: 'exited with code 3', 'was killed by SIGKILL (...)'."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+
+
+def _pump_stderr(child: JobChild) -> None:
+    """The child's stderr: appended to its job log, the last lines kept for a failure report."""
+    assert child.proc is not None and child.proc.stderr is not None
+    with open(child.job_dir / "log.txt", "ab", buffering=0) as log:
+        for raw in iter(child.proc.stderr.readline, b""):
+            log.write(raw)
+            child.stderr_tail.append(raw.decode(errors="replace").rstrip("\n"))
+    child.proc.stderr.close()
+
+
+def _drain(sock: socket.socket) -> bytes:
+    """What the child wrote on the control socket before it exited."""
+    sock.setblocking(False)
+    out = b""
+    try:
+        while chunk := sock.recv(256):
+            out += chunk
+    except OSError:
+        pass
+    return out
+
+
+def _kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _is_job_process(pid: int, job_id: str) -> bool:
+    """Whether `pid` is still a job process of `job_id` (not a recycled pid)."""
+    try:
+        import psutil
+
+        cmd = psutil.Process(pid).cmdline()
+    except Exception:  # noqa: BLE001 - gone, a zombie, or not ours to see
+        return False
+    return "runtime.client.job_process" in cmd and job_id in cmd
+
+
+def _write_marker(job_dir: Path, pid: int, job_name: str) -> None:
+    (job_dir / MARKER).write_text(json.dumps({"pid": pid, "job_name": job_name}) + "\n")
+
+
+def _remove_marker(job_dir: Path) -> None:
+    try:
+        (job_dir / MARKER).unlink()
+    except FileNotFoundError:
+        pass
