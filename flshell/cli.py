@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flshell",
         description="flshell: a federated-learning runtime with an operator's shell.",
     )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
+    target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
+                        help="attach to the POC in DIR (default /tmp/flshell/poc)")
+    parser.add_argument("-c", "--command", dest="commands", metavar="COMMANDS",
+                        help='admin commands to run, separated by ";" (e.g. "list_jobs; sites")')
+    parser.add_argument("--user", default="admin", help="who submits (until certificates name the admin)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = sub.add_parser(
         "sim",
@@ -58,7 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--transport", choices=["inproc", "grpc"], default="inproc",
                      help="how sites reach the server: in-process calls (default) or gRPC on "
                           "127.0.0.1 (the transport a real federation uses)")
+    sim.add_argument("--admin-port", type=int, metavar="PORT",
+                     help="also serve the admin port (0 = a free one) so another flshell can "
+                          "attach with --server and watch the simulation")
     sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    from flshell import client_cmd, poc_cmd, server_cmd
+
+    server_cmd.add_parser(sub)
+    client_cmd.add_parser(sub)
+    poc_cmd.add_parser(sub)
     return parser
 
 
@@ -69,8 +84,45 @@ def main(argv: list[str] | None = None) -> int:
         from flshell.sim_cmd import run_sim
 
         return run_sim(args)
+    if args.command == "server":
+        from flshell import server_cmd
+
+        return server_cmd.run(args)
+    if args.command == "client":
+        from flshell import client_cmd
+
+        return client_cmd.run(args)
+    if args.command == "poc":
+        from flshell import poc_cmd
+
+        return poc_cmd.run(args)
+    if args.commands is not None:
+        return _run_commands(parser, args)
     parser.print_help()
     return exit_codes.OK
+
+
+def _run_commands(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`flshell --server HOST:PORT -c "..."` / `flshell --poc [DIR] -c "..."`."""
+    from flshell.commands import run_script
+    from runtime.admin import Session
+
+    if args.poc is not None:
+        from flshell.poc import PocError, admin_address
+
+        try:
+            address = admin_address(args.poc)
+        except PocError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return exit_codes.CONNECTION
+    elif args.server:
+        address = args.server
+    else:
+        print("error: -c needs a server: --server HOST:PORT or --poc [DIR] "
+              "(the embedded local federation arrives with the console)", file=sys.stderr)
+        return exit_codes.USAGE
+    with Session(address, user=args.user) as session:
+        return run_script(session, args.commands)
 
 
 def entry() -> None:

@@ -28,6 +28,7 @@ def run_sim(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         ready_timeout=args.ready_timeout,
         transport=args.transport,
+        admin_port=args.admin_port,
     )
     try:
         sim.prepare()
@@ -55,6 +56,9 @@ def run_sim(args: argparse.Namespace) -> int:
     sub = sim.events.subscribe(types=types)
     interrupted = False
     sim.start()
+    if sim.admin_server is not None:
+        out.print(f"admin port: {sim.admin_server.address} "
+                  f'(attach: flshell --server {sim.admin_server.address} -c "list_jobs")')
     try:
         view.follow(sim, sub)
     except KeyboardInterrupt:

@@ -103,10 +103,16 @@ class Simulator:
         rounds: int | None = None,
         ready_timeout: float = 60.0,
         transport: str = "inproc",
+        admin_port: int | None = None,
     ) -> None:
+        """With `admin_port` (0 = a free one) the embedded server also serves the admin port,
+        so `flshell --server ADDR` or the TUI can watch and steer the simulation."""
         if transport not in ("inproc", "grpc"):
             raise SimUsageError(f"--transport {transport}: expected inproc or grpc")
         self.transport_kind = transport
+        self.admin_port = admin_port
+        self.manager: Any = None
+        self.admin_server: Any = None
         self._server: Any = None
         self.job_folder = Path(job_folder)
         self.workspace_arg = workspace
@@ -145,8 +151,18 @@ class Simulator:
         self.workspace = root.resolve()
         self.engine = ServerEngine(self.workspace / "server")
         overrides = {"num_rounds": self.rounds} if self.rounds else None
-        self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
-                                ready_timeout=self.ready_timeout)
+        if self.admin_port is None:
+            self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
+                                    ready_timeout=self.ready_timeout)
+        else:  # a job store behind the admin service, as on a real server
+            from runtime.server.manager import JobManager
+
+            self.manager = JobManager(self.engine, site_log=lambda job_id, site: (
+                self.workspace / site / "jobs" / job_id / "log.txt"))
+            job_id = self.manager.store.submit(self.job_folder, "simulator")
+            self.runner = self.manager.make_runner(job_id, self.job, self.sites,
+                                                   overrides=overrides,
+                                                   ready_timeout=self.ready_timeout)
         self.runner.prepare()
         if self.rounds and not any("num_rounds" in getattr(c, "__dict__", {}) for c in self.runner.controllers):
             raise SimUsageError("--rounds: no workflow of this job has num_rounds")
@@ -203,6 +219,12 @@ class Simulator:
             self.agents.append(agent)
         self.pump = SitePump(transport, self.agents)
         self.pump.start()
+        if self.manager is not None:
+            from runtime.server.admin_service import AdminServer
+
+            self.admin_server = AdminServer(self.manager, "127.0.0.1", self.admin_port).start()
+            self.manager.addresses = {"admin": self.admin_server.address}
+            self.manager.adopt(self.runner)
         self.runner.start()
 
     def abort(self, by: str = "user") -> None:
@@ -233,6 +255,9 @@ class Simulator:
         if self._server is not None:
             self._transport.close()
             self._server.stop(0)
+        if self.admin_server is not None:
+            self.admin_server.stop(0.5)
+            self.manager.store.close()
         if self._sink is not None:
             self._sink.close()
 
