@@ -1,13 +1,22 @@
-"""Where a recipe runs: SimEnv (this process); PocEnv and ProdEnv come with the federation."""
+"""Where a recipe runs: SimEnv (the simulator, in this process) and PocEnv (a running POC
+federation, or any server's admin port); ProdEnv comes with startup kits.
+
+`recipe.execute(env)` returns a Run; SimRun and PocRun answer the same questions (job id,
+status, wait, result folder, last round's metrics, logs, abort)."""
 
 from __future__ import annotations
 
 import abc
+import json
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runtime.jobs.errors import ArgError
+from runtime.admin import FINAL_STATUSES, Refused, ServerUnreachable, Session
+from runtime.jobs.errors import ArgError, check_positive_int
 from runtime.sim.simulator import DEFAULT_WORKSPACE_ROOT, SimulationResult, Simulator
 
 if TYPE_CHECKING:
@@ -30,6 +39,24 @@ class Run:
 
     def abort(self) -> None:
         raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job has ended (at most `timeout` seconds); returns its status."""
+        self.get_result(timeout)
+        return self.get_status()
+
+    def get_metrics(self) -> dict[str, Any]:
+        """The metrics of the last completed round ({} before the first one)."""
+        raise NotImplementedError
+
+    def get_log(self, site: str | None = None) -> str:
+        """The job's server log, or `site`'s log of the job."""
+        raise NotImplementedError
+
+
+class EnvError(RuntimeError):
+    """An environment cannot run the recipe (no POC, server not answering, too few sites);
+    the message says what to do."""
 
 
 class Env(abc.ABC):
@@ -64,6 +91,24 @@ class SimRun(Run):
 
     def abort(self) -> None:
         self.sim.abort("Run.abort()")
+
+    def get_metrics(self) -> dict[str, Any]:
+        if self.result is not None:
+            return dict(self.result.metrics)
+        assert self.sim.runner is not None
+        rounds = sorted(self.sim.runner.workspace.rounds_dir.glob("round_*.json"))
+        return json.loads(rounds[-1].read_text()).get("metrics", {}) if rounds else {}
+
+    def get_log(self, site: str | None = None) -> str:
+        assert self.sim.runner is not None
+        logs = self.sim.runner.workspace.logs_dir
+        path = logs / ("server.log" if site is None else f"{site}.log")
+        if site is not None and not path.is_file() and self.result is not None:
+            path = self.result.site_log(site)
+        if not path.is_file():
+            raise FileNotFoundError(f"job {self.get_job_id()[:8]} has no log from "
+                                    f"{site or 'the server'} ({path})")
+        return path.read_text(encoding="utf-8", errors="replace")
 
 
 class SimEnv(Env):
@@ -110,3 +155,267 @@ class SimEnv(Env):
         if self.wait:
             run.get_result()
         return run
+
+
+# ---- POC: a federation already running on this machine (or any server's admin port) ----------
+
+# The manifest `flshell poc prepare` writes in a POC workspace: a JSON object with at least
+# "admin_address" ("HOST:PORT") and "sites" (site names); also "fl_address", "host", ports.
+# runtime never imports flshell, so PocEnv reads this file itself.
+POC_MANIFEST = "poc.json"
+DEFAULT_POC_WORKSPACE = Path("/tmp/flshell/poc")
+DEFAULT_POC_RUNS_ROOT = Path("/tmp/flshell/poc_runs")
+_COUNTED = ("CONNECTED", "STALE")  # site statuses the scheduler counts
+
+
+def read_poc_manifest(poc_workspace: str | Path) -> dict[str, Any]:
+    """The POC workspace's manifest; EnvError (saying how to make one) if it is missing or bad."""
+    root = Path(poc_workspace).absolute()
+    path = root / POC_MANIFEST
+    make = f"`flshell poc prepare -n N -w {root}` then `flshell poc start -w {root}`"
+    if not root.is_dir():
+        raise EnvError(f"no POC workspace at {root}: make one with {make}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EnvError(f"{root} is not a POC workspace (no {POC_MANIFEST}): make one with {make}") from None
+    except (OSError, ValueError) as e:
+        raise EnvError(f"{path} cannot be read as JSON ({e}); `flshell poc prepare --force -w {root}` "
+                       "makes a fresh one") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("admin_address"), str):
+        raise EnvError(f"{path} has no \"admin_address\"; `flshell poc prepare --force -w {root}` "
+                       "makes a fresh one")
+    return manifest
+
+
+class PocRun(Run):
+    """A job submitted to a server. When it has ended, `wait()` / `get_result()` download the
+    job's server folder (result/, rounds/, metrics.jsonl, logs/) to `<workspace_root>/<job id>/`
+    (`self.workspace`), then answer from there. `job` is the last record the server gave."""
+
+    def __init__(self, address: str, job_id: str, workspace_root: str | Path = DEFAULT_POC_RUNS_ROOT,
+                 session_timeout: float = 30.0, poll: float = 2.0) -> None:
+        self.address = address
+        self.job_id = job_id
+        self.workspace_root = Path(workspace_root)
+        self.session_timeout = session_timeout
+        self.poll = poll
+        self.workspace: Path | None = None
+        self.job: dict[str, Any] | None = None
+        self._session: Session | None = None
+        self._lock = threading.RLock()
+
+    def session(self) -> Session:
+        """The admin session this run uses (opened on first use, closed once downloaded)."""
+        with self._lock:
+            if self._session is None:
+                self._session = Session(self.address, timeout=self.session_timeout)
+            return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def __enter__(self) -> "PocRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def done(self) -> bool:
+        return self.job is not None and self.job.get("status") in FINAL_STATUSES
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_job(self) -> dict[str, Any]:
+        """The server's record of the job (status, reason, rounds with metrics, sites...)."""
+        if not self.done:
+            self.job = self.session().get_job(self.job_id)
+        assert self.job is not None
+        return self.job
+
+    def get_status(self) -> str:
+        return str(self.get_job()["status"])
+
+    def get_reason(self) -> str | None:
+        """Why the job is WAITING, or why it FAILED / was ABORTED."""
+        return self.get_job().get("reason")
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job has ended (at most `timeout` seconds), download it, and return
+        its status (still SUBMITTED / WAITING / RUNNING if `timeout` ran out)."""
+        if not self.done:
+            try:
+                self.job = self.session().wait_for_job(self.job_id, timeout=timeout, poll=self.poll)
+            except TimeoutError:
+                return self.get_status()
+        self._download()
+        return str(self.job["status"])
+
+    def get_result(self, timeout: float | None = None) -> str | None:
+        if self.wait(timeout) not in FINAL_STATUSES:
+            return None
+        assert self.workspace is not None
+        return str(self.workspace / "result")
+
+    def _download(self) -> None:
+        with self._lock:
+            if self.workspace is not None:
+                return
+            target = self.workspace_root / self.job_id
+            if not (target / "result").is_dir():  # a previous PocRun may have fetched it already
+                target = self.session().download_job(self.job_id, self.workspace_root)
+            self.workspace = target
+            self.close()  # everything from here on is answered from the download
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        try:
+            self.job = self.session().abort_job(self.job_id)
+        except Refused:  # it ended meanwhile
+            self.job = self.session().get_job(self.job_id)
+
+    def get_metrics(self) -> dict[str, Any]:
+        rounds = self.get_job().get("rounds") or []
+        return dict(rounds[-1].get("metrics") or {}) if rounds else {}
+
+    def get_log(self, site: str | None = None) -> str:
+        if self.workspace is not None:
+            path = self.workspace / "logs" / ("server.log" if site is None else f"{site}.log")
+            if path.is_file():
+                return path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(self.session().tail_log(self.job_id, site=site, lines=-1)) + "\n"
+
+
+class PocEnv(Env):
+    """Run on a POC federation that is already running on this machine, or on any flshell
+    server whose admin port answers without TLS.
+
+    `PocEnv()` attaches to the POC in /tmp/flshell/poc (its `poc.json` names the server's admin
+    address and sites); make and start one first with `flshell poc prepare -n 2` and
+    `flshell poc start`, or pass `start=True` to have PocEnv run `flshell poc start` (as a
+    subprocess of this interpreter: runtime never imports flshell; the POC then keeps running
+    after this program, until `flshell poc stop`). `PocEnv(admin_address="HOST:PORT")`
+    attaches to that server instead.
+
+    Before submitting, PocEnv checks that the server answers and that enough sites are
+    connected (CONNECTED or STALE): `num_clients` if given, and the recipe's `min_clients`
+    in any case (the server would otherwise leave the job WAITING for sites).
+
+    Args:
+        poc_workspace: the POC workspace folder (ignored when `admin_address` is given).
+        num_clients: fail before submitting unless at least this many sites are connected.
+        admin_address: "HOST:PORT" of a server's admin port, instead of a POC workspace.
+        start: run `python -m flshell.cli poc start -w POC_WORKSPACE` first (idempotent:
+            starts only what is not running, waits until the sites are connected).
+        workspace_root: finished runs are downloaded to `<workspace_root>/<job id>/`.
+        wait: return from execute() only when the job has ended and is downloaded (default).
+        timeout: with `wait`, give up waiting after this many seconds (the Run is returned
+            with the job still running; call `run.wait()` again later).
+        connect_timeout: seconds to wait for the server's first answer.
+    """
+
+    def __init__(
+        self,
+        poc_workspace: str | Path = DEFAULT_POC_WORKSPACE,
+        num_clients: int | None = None,
+        admin_address: str | None = None,
+        start: bool = False,
+        workspace_root: str | Path = DEFAULT_POC_RUNS_ROOT,
+        wait: bool = True,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if num_clients is not None:
+            check_positive_int("num_clients", num_clients)
+        if admin_address is not None and (not isinstance(admin_address, str) or ":" not in admin_address):
+            raise ArgError("admin_address", '"HOST:PORT"', admin_address)
+        if start and admin_address is not None:
+            raise ArgError("start", "False with admin_address (start=True starts a POC workspace)", start)
+        self.poc_workspace = Path(poc_workspace).absolute()
+        self.num_clients = num_clients
+        self.admin_address = admin_address
+        self.start = start
+        self.workspace_root = Path(workspace_root)
+        self.wait = wait
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+
+    # ---- finding the server --------------------------------------------------------------------
+
+    def _start_poc(self) -> None:
+        cmd = [sys.executable, "-m", "flshell.cli", "poc", "start", "-w", str(self.poc_workspace)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                  timeout=120)
+        except subprocess.TimeoutExpired:
+            raise EnvError(f"`flshell poc start -w {self.poc_workspace}` did not finish in 120 s; "
+                           f"see {self.poc_workspace}/*/stdout.log") from None
+        if proc.returncode != 0:
+            why = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+            raise EnvError(f"`flshell poc start -w {self.poc_workspace}` failed: {why}")
+
+    def connect(self) -> tuple[str, list[str] | None]:
+        """The admin address to use and the POC's site names (None without a manifest);
+        EnvError, saying what to run, when there is no POC or its server does not answer."""
+        if self.admin_address is not None:
+            return self.admin_address, None
+        manifest = read_poc_manifest(self.poc_workspace)
+        if self.start:
+            self._start_poc()
+        sites = manifest.get("sites")
+        return manifest["admin_address"], [str(s) for s in sites] if isinstance(sites, list) else None
+
+    def _check_sites(self, session: Session, recipe: "Recipe", poc_sites: list[str] | None) -> None:
+        where = (f"the POC in {self.poc_workspace}" if self.admin_address is None
+                 else f"the server at {session.address}")
+        try:
+            sites = session.list_sites()
+        except ServerUnreachable:
+            if self.admin_address is not None:
+                raise EnvError(f"no flshell server answers at {session.address}: is it running, and is "
+                               "that its admin port?") from None
+            raise EnvError(f"the POC server in {self.poc_workspace} does not answer at {session.address}: "
+                           f"start it with `flshell poc start -w {self.poc_workspace}` (or "
+                           "PocEnv(start=True))") from None
+        counted = sorted(s["name"] for s in sites if s.get("status") in _COUNTED)
+        need = max(self.num_clients or 0, recipe.min_clients)
+        if len(counted) >= need:
+            return
+        why = (f"num_clients={self.num_clients}" if need == self.num_clients
+               else f"recipe {recipe.name!r} has min_clients={recipe.min_clients}")
+        have = ", ".join(counted) or "none"
+        if poc_sites is not None and len(poc_sites) < need:
+            hint = (f"this POC has only {len(poc_sites)} sites: make a bigger one with `flshell poc stop "
+                    f"-w {self.poc_workspace}`, `flshell poc prepare -n {need} --force -w "
+                    f"{self.poc_workspace}`, `flshell poc start -w {self.poc_workspace}`")
+        elif poc_sites is not None:
+            hint = f"start the missing sites with `flshell poc start -w {self.poc_workspace}`"
+        else:
+            hint = "start more sites, or ask for fewer"
+        raise EnvError(f"{why} needs {need} connected sites, but {where} has {len(counted)} "
+                       f"({have}); {hint}")
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    def deploy(self, recipe: "Recipe") -> Run:
+        address, poc_sites = self.connect()
+        with Session(address, timeout=self.connect_timeout) as session:
+            self._check_sites(session, recipe, poc_sites)
+            session.timeout = 30.0
+            with tempfile.TemporaryDirectory(prefix="flshell-recipe-") as tmp:
+                job_dir = recipe.export(Path(tmp) / recipe.name)
+                try:
+                    job_id = session.submit_job(job_dir)
+                except ServerUnreachable as e:
+                    raise EnvError(f"submitting {recipe.name!r} failed: {e}") from None
+        run = PocRun(address, job_id, self.workspace_root)
+        if self.wait:
+            run.wait(self.timeout)
+        return run
+

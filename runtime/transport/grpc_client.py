@@ -17,7 +17,8 @@ from runtime.transport.base import (
     TaskResult,
     TransportError,
 )
-from runtime.transport.grpc_server import MAX_MESSAGE
+from runtime.transport.frames import data_frame, decode_frame, header_frame
+from runtime.transport.grpc_server import MAX_MESSAGE, SERVICE
 from runtime.wire import DEFAULT_CHUNK_SIZE, ModelAssembler, WireError, iter_model_chunks
 
 CALL_DEADLINE = 30.0  # seconds for calls that do not wait on purpose
@@ -46,6 +47,16 @@ class GrpcSiteTransport(SiteTransport):
         self.channel = (grpc.secure_channel(address, credentials, options) if credentials
                         else grpc.insecure_channel(address, options))
         self.stub = fl_pb2_grpc.FLServiceStub(self.channel)
+        # the Frame streams skip protobuf objects (runtime.transport.frames: same bytes on the wire)
+        self._poll_call = self.channel.unary_stream(
+            f"/{SERVICE}/Poll", request_serializer=fl_pb2.PollRequest.SerializeToString,
+            response_deserializer=decode_frame)
+        self._get_job_call = self.channel.unary_stream(
+            f"/{SERVICE}/GetJob", request_serializer=fl_pb2.JobRequest.SerializeToString,
+            response_deserializer=decode_frame)
+        self._submit_call = self.channel.stream_unary(
+            f"/{SERVICE}/SubmitResult", request_serializer=None,
+            response_deserializer=fl_pb2.Ack.FromString)
         self.chunk_size = chunk_size
         self._closed = False
 
@@ -73,20 +84,23 @@ class GrpcSiteTransport(SiteTransport):
             raise TransportError("transport is closed")
         out: list[tuple[str, SiteMessage]] = []
         try:
-            frames = self.stub.Poll(fl_pb2.PollRequest(sites=sites, timeout=timeout,
-                                                       job_id=job_id or ""),
-                                    timeout=timeout + CALL_DEADLINE)
+            frames = self._poll_call(fl_pb2.PollRequest(sites=sites, timeout=timeout,
+                                                        job_id=job_id or ""),
+                                     timeout=timeout + CALL_DEADLINE)
             head: dict[str, Any] | None = None
-            chunks: list[bytes] = []
-            for frame in frames:
+            asm: ModelAssembler | None = None
+            for frame in frames:  # a task's model is assembled as it arrives: ~1x its size
                 if frame.header:
                     if head is not None:
-                        out.append((head["site"], _message(head, chunks)))
-                    head, chunks = json.loads(frame.header), []
+                        out.append((head["site"], _message(head, asm)))
+                    head = json.loads(frame.header)
+                    asm = ModelAssembler() if head.get("kind") == "task" else None
+                elif asm is not None:
+                    asm.feed(frame.data)
                 else:
-                    chunks.append(frame.data)
+                    raise TransportError("model bytes for a message that carries no model")
             if head is not None:
-                out.append((head["site"], _message(head, chunks)))
+                out.append((head["site"], _message(head, asm)))
         except grpc.RpcError as e:
             raise _error(e) from None
         return out
@@ -103,7 +117,7 @@ class GrpcSiteTransport(SiteTransport):
         if result.model is not None:
             try:  # plan before sending: what cannot travel fails the task, not the stream;
                 # the frames themselves are made as gRPC sends them (no second copy of the model)
-                model_frames = iter_model_chunks(result.model, self.chunk_size)
+                model_frames = iter_model_chunks(result.model, self.chunk_size, copy=False)
             except WireError as e:
                 result = TaskResult(result.task_id, result.job_id, result.site, False, None,
                                     f"result could not be sent: {e}", result.seconds)
@@ -111,12 +125,12 @@ class GrpcSiteTransport(SiteTransport):
                 "ok": result.ok, "error": result.error, "seconds": result.seconds,
                 "has_model": model_frames is not None}
 
-        def frames() -> Iterator[fl_pb2.Frame]:
-            yield fl_pb2.Frame(header=json.dumps(head))
+        def frames() -> Iterator[bytes]:
+            yield header_frame(json.dumps(head))
             for chunk in model_frames or []:
-                yield fl_pb2.Frame(data=chunk)
+                yield data_frame(chunk)
 
-        self._call(self.stub.SubmitResult, frames(), timeout=CALL_DEADLINE * 4)
+        self._call(self._submit_call, frames(), timeout=CALL_DEADLINE * 4)
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
         self._call(self.stub.ReportJob, fl_pb2.ReportJobRequest(
@@ -130,8 +144,8 @@ class GrpcSiteTransport(SiteTransport):
         if self._closed:
             raise TransportError("transport is closed")
         try:
-            frames = self.stub.GetJob(fl_pb2.JobRequest(site=site, job_id=job_id),
-                                      timeout=CALL_DEADLINE * 4)
+            frames = self._get_job_call(fl_pb2.JobRequest(site=site, job_id=job_id),
+                                        timeout=CALL_DEADLINE * 4)
             return b"".join(f.data for f in frames)
         except grpc.RpcError as e:
             raise _error(e) from None
@@ -149,17 +163,17 @@ class GrpcSiteTransport(SiteTransport):
             self.channel.close()
 
 
-def _message(head: dict[str, Any], chunks: list[bytes]) -> SiteMessage:
+def _message(head: dict[str, Any], asm: ModelAssembler | None) -> SiteMessage:
     kind = head.get("kind")
     if kind == "job_start":
         return JobStart(head["job_id"], head["job_name"], head["app_name"], head.get("meta") or {})
     if kind == "job_end":
         return JobEnd(head["job_id"], head["status"])
     if kind == "task":
+        if asm is None:
+            raise TransportError("a task without its model")
+
         def materialize():
-            asm = ModelAssembler()
-            for c in chunks:
-                asm.feed(c)
             return asm.result()
 
         return TaskAssignment(head["task_id"], head["job_id"], head["task_name"], None,

@@ -141,7 +141,7 @@ def _pieces(entries: list[dict[str, Any]] | None, sources: list[Any],
         pos = e["offset"] + e["nbytes"]
 
 
-def _chunked(pieces: Iterable[Buffer], chunk_size: int) -> Iterator[bytes]:
+def _chunked(pieces: Iterable[Buffer], chunk_size: int, copy: bool = True) -> Iterator[Buffer]:
     if not _is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     pending = bytearray()
@@ -149,7 +149,7 @@ def _chunked(pieces: Iterable[Buffer], chunk_size: int) -> Iterator[bytes]:
         mv = memoryview(piece)
         while len(mv):
             if not pending and len(mv) >= chunk_size:
-                yield bytes(mv[:chunk_size])
+                yield bytes(mv[:chunk_size]) if copy else mv[:chunk_size]
                 mv = mv[chunk_size:]
                 continue
             take = chunk_size - len(pending)
@@ -235,9 +235,12 @@ def encode_model(model: FLModel) -> bytes:
     return b"".join(_pieces(*_model_plan(model)))
 
 
-def iter_model_chunks(model: FLModel, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-    """`encode_model(model)` in chunks of at most chunk_size bytes, never holding it all."""
-    return _chunked(_pieces(*_model_plan(model)), chunk_size)
+def iter_model_chunks(model: FLModel, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                      copy: bool = True) -> Iterator[Buffer]:
+    """`encode_model(model)` in chunks of at most chunk_size bytes, never holding it all.
+    With `copy=False` most chunks are memoryviews into the model's arrays: use each before the
+    arrays change (a transport that copies them into its frames at once)."""
+    return _chunked(_pieces(*_model_plan(model)), chunk_size, copy)
 
 
 def _read_prefix(prefix: Buffer) -> int:

@@ -62,7 +62,10 @@ class WeightedAggregator:
             raise ValueError(f'meta["{self.weight_key}"] must be a finite number >= 0, got {raw!r}')
         return w
 
-    def accept(self, model: FLModel) -> None:
+    def accept(self, model: FLModel, take: bool = False) -> None:
+        """Add a site's result. With `take`, the result's numpy arrays may become the running
+        sum (scaled in place): no copy of the model, for callers that drop the result after
+        (send_model_and_wait's callback). Without it, `model` is never modified."""
         site = (model.meta or {}).get("site_name", "?")
         w = self.weight_of(model)
         if model.params is not None:
@@ -77,13 +80,13 @@ class WeightedAggregator:
                 extra = sorted(set(model.params) - set(self._sums))[:5]
                 raise ValueError(f"{site} sent different params: missing {missing}, extra {extra}")
             for key, value in model.params.items():
-                self._add(key, value, w, site)
+                self._add(key, value, w, site, take)
         self._metrics.add(model.metrics, w)
         self._weight += w
         self.count += 1
         self.sites.append(site)
 
-    def _add(self, key: str, value: Any, w: float, site: str) -> None:
+    def _add(self, key: str, value: Any, w: float, site: str, take: bool = False) -> None:
         if _is_torch(value):
             acc_dtype = value.dtype if value.is_floating_point() and value.element_size() >= 4 else None
             if key not in self._sums:
@@ -97,6 +100,11 @@ class WeightedAggregator:
         if key not in self._sums:
             self._dtypes[key] = arr.dtype
             wide = arr.dtype.kind in "fc" and arr.dtype.itemsize >= 4
+            if take and wide and arr.flags.writeable and arr.flags.c_contiguous:
+                if w != 1.0:
+                    _scale(arr, w)
+                self._sums[key] = arr  # the first result is the running sum: no copy
+                return
             self._sums[key] = np.zeros(arr.shape, dtype=arr.dtype if wide else np.float64)
         acc = self._sums[key]
         if acc.shape != arr.shape:
@@ -134,6 +142,12 @@ def _axpy(acc: np.ndarray, x: np.ndarray, w: float, block: int = 1 << 18) -> Non
         return
     for i in range(0, a.size, block):
         np.add(a[i : i + block], w * xv[i : i + block], out=a[i : i + block], casting="unsafe")
+
+
+def _scale(x: np.ndarray, w: float, block: int = 1 << 18) -> None:
+    v = x.reshape(-1)
+    for i in range(0, v.size, block):
+        np.multiply(v[i : i + block], w, out=v[i : i + block], casting="unsafe")
 
 
 def apply_diff(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,7 @@ class FedAvg(ModelController):
             aggregator.reset()
             self.send_model_and_wait(
                 self.task_name, model, targets, min_responses=need, timeout=self.timeout,
-                callback=aggregator.accept,
+                callback=_taking(aggregator),
             )
             agg = aggregator.result()
             metrics = agg.metrics or {}
@@ -146,3 +146,15 @@ class FedAvg(ModelController):
                            total_rounds=self.num_rounds)
             self.ctx.workspace.save_model(best, "best_global_model")
             self.info(f"new best {self.key_metric}={value:g} (round {r + 1})")
+
+
+def _taking(aggregator: Any):
+    """The aggregator's accept, told it may reuse each result's arrays when it can (results
+    handed to a callback are not kept by anyone else)."""
+    import inspect
+
+    try:
+        takes = "take" in inspect.signature(aggregator.accept).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return (lambda m: aggregator.accept(m, take=True)) if takes else aggregator.accept

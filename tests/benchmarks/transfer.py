@@ -151,15 +151,37 @@ def run_size(mib: float, rounds: int, work: Path) -> dict:
             "server_hwm": server_hwm, "agent_hwm": agent_hwm, "job_rss": job_rss}
 
 
+def first_touch_mb_s() -> float:
+    import subprocess
+
+    code = ("import numpy as np, time; t = time.perf_counter(); a = np.ones(64 << 20, np.float32); "
+            "print(256 * 1.048576 / (time.perf_counter() - t))")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes-mib", default="1024,2560", help="model sizes in MiB (default 1024,2560)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workdir", help="where POCs go (default: a temp folder, removed after)")
+    ap.add_argument("--prefault-gib", type=float, default=0.0,
+                    help="first touch this much memory once before measuring (see below)")
     args = ap.parse_args()
     sizes = [float(x) for x in args.sizes_mib.split(",")]
     print(f"transfer benchmark: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
           f"POC, 2 sites, {args.rounds} rounds, gRPC on 127.0.0.1")
+    print(f"memory first-touch speed now: {first_touch_mb_s():.0f} MB/s (256 MiB in a fresh array)")
+    if args.prefault_gib:
+        # Some VMs back guest memory lazily: the first touch of a page the guest never used costs
+        # a hypervisor fault (~250 MB/s on the machine this was written on, 20x slower than
+        # memory that was touched once). Touching it once first measures flshell, not that.
+        t0 = time.monotonic()
+        import numpy as np
+
+        block = np.ones(int(args.prefault_gib * 1024**3) // 8)
+        del block
+        print(f"prefaulted {args.prefault_gib:g} GiB in {time.monotonic() - t0:.1f} s; "
+              f"first-touch speed now: {first_touch_mb_s():.0f} MB/s")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="flshell-transfer-"))
     rows = []
     try:

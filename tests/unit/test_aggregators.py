@@ -90,3 +90,18 @@ def test_zero_total_weight_is_an_error():
     agg.accept(_site("a", {"w": np.ones(2)}, 0))
     with pytest.raises(ValueError, match="sum of weights is 0"):
         agg.result()
+
+
+def test_take_reuses_the_first_result_and_gives_the_same_mean():
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(64, 33)).astype(np.float32) for _ in range(3)]
+    ws = [1.0, 3.0, 2.0]
+    plain, taking = WeightedAggregator(), WeightedAggregator()
+    copies = [x.copy() for x in xs]
+    pristine = xs[0].copy()
+    for x, c, w in zip(xs, copies, ws):
+        plain.accept(FLModel(params={"p": x}, meta={"NUM_STEPS_CURRENT_ROUND": w}))
+        taking.accept(FLModel(params={"p": c}, meta={"NUM_STEPS_CURRENT_ROUND": w}), take=True)
+    np.testing.assert_allclose(taking.result().params["p"], plain.result().params["p"], rtol=1e-6)
+    assert np.shares_memory(taking._sums["p"], copies[0])  # no copy was made
+    np.testing.assert_array_equal(xs[0], pristine)  # without take the model is never modified
