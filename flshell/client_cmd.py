@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     agent.start(heartbeats=True)
     threading.Thread(target=say_waiting, daemon=True).start()
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.1):
             pass
     finally:
         agent.stop(timeout=10)

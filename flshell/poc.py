@@ -197,16 +197,35 @@ def stop(root: Path, names: list[str] | None = None, timeout: float = 10.0) -> l
             proc.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _gone, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
+    alive = _wait_gone(list(procs.values()), timeout)
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5.0)
     for n in wanted:
         _pid_file(root, n).unlink(missing_ok=True)
     return sorted(procs)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:  # an exited process whose parent has not reaped it yet (a zombie) counts as gone
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; returns those still alive after `timeout`."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
 
 
 def clean(root: Path) -> None:

@@ -19,8 +19,8 @@ The real addresses are printed and written to WORKSPACE/server.json.
 
 SIGTERM drains: health turns NOT_SERVING, no new job starts, running jobs resume on restart.
 
-example:
-  flshell server --workspace /srv/fl --insecure --fl-port 8002 --admin-port 8003
+example (listening on every interface, so sites on other hosts can connect):
+  flshell server --workspace /srv/fl --insecure --host 0.0.0.0 --fl-port 8002 --admin-port 8003
 """
 
 

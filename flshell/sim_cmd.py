@@ -58,7 +58,8 @@ def run_sim(args: argparse.Namespace) -> int:
     sim.start()
     if sim.admin_server is not None:
         out.print(f"admin port: {sim.admin_server.address} "
-                  f'(attach: flshell --server {sim.admin_server.address} -c "list_jobs")')
+                  f'(attach: flshell --server {sim.admin_server.address} -c "list_jobs")',
+                  soft_wrap=True)  # one line, to copy or grep
     try:
         view.follow(sim, sub)
     except KeyboardInterrupt:

@@ -93,6 +93,9 @@ class Session:
         self.timeout = timeout
         options = [("grpc.max_receive_message_length", MAX_MESSAGE),
                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                   ("grpc.initial_reconnect_backoff_ms", 100),  # see GrpcSiteTransport
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 2000),
                    ("grpc.keepalive_time_ms", 30_000),  # a watch on a vanished server ends
                    ("grpc.keepalive_timeout_ms", 10_000),
                    ("grpc.http2.max_pings_without_data", 0)]

@@ -9,7 +9,7 @@ class Backoff:
     """delay() -> 0..min(cap, base * 2**attempt), randomised so many sites do not retry in step
     (a server coming back is not hit by every site in the same instant); reset() on success."""
 
-    def __init__(self, base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None) -> None:
+    def __init__(self, base: float = 0.05, cap: float = 10.0, rng: random.Random | None = None) -> None:
         if base <= 0 or cap < base:
             raise ValueError(f"backoff needs 0 < base <= cap, got base={base}, cap={cap}")
         self.base, self.cap = base, cap

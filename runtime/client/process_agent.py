@@ -336,12 +336,13 @@ class ProcessSiteAgent(SiteAgent):
         """End the children (SIGTERM, then SIGKILL after `timeout`/3), then say goodbye."""
         self._stop.set()
         self._end_everything(max(0.5, timeout / 3))
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
         try:
             self.transport.goodbye(self.name)
         except TransportError:
             pass
+        self.transport.close()  # ends the poll in flight now, not when its timeout runs out
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         self.logger.info(f"{self.name} stopped")
 
     # ---- helpers -----------------------------------------------------------------------------

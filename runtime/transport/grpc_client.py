@@ -43,7 +43,12 @@ class GrpcSiteTransport(SiteTransport):
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None,
                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE),
-                   ("grpc.max_send_message_length", MAX_MESSAGE)]
+                   ("grpc.max_send_message_length", MAX_MESSAGE),
+                   # gRPC's own reconnect backoff starts at 1 s; ours (runtime.client.backoff)
+                   # paces retries, so a site sees a server that just came up within ~0.1 s
+                   ("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
         self.channel = (grpc.secure_channel(address, credentials, options) if credentials
                         else grpc.insecure_channel(address, options))
         self.stub = fl_pb2_grpc.FLServiceStub(self.channel)

@@ -97,3 +97,18 @@ def hello_numpy() -> Path:
 def jobs() -> Path:
     """tests/integration/jobs: the job fixtures written for these tests."""
     return JOBS
+
+
+def procs_mentioning(text: str) -> list:
+    """Live processes whose command line mentions `text` (e.g. a POC folder): what a test
+    must leave none of."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(text in part for part in (p.info["cmdline"] or [])) and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out

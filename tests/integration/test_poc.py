@@ -7,20 +7,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import psutil
 
-from tests.integration.conftest import HELLO_NUMPY, run_flshell
-
-
-def _procs_mentioning(text: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(text in part for part in (p.info["cmdline"] or [])) and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
+from tests.integration.conftest import HELLO_NUMPY, procs_mentioning, run_flshell
 
 
 def test_poc_prepare_start_submit_wait_download_stop_twice(tmp_path):
@@ -36,7 +24,7 @@ def test_poc_prepare_start_submit_wait_download_stop_twice(tmp_path):
         assert "admin 127.0.0.1:" in r.stdout
         print(f"poc start (CLI, incl. interpreter start): {started_in:.2f}s; {r.stdout.splitlines()[0]}")
         try:
-            assert len(_procs_mentioning(str(poc))) >= 3  # server + 2 sites
+            assert len(procs_mentioning(str(poc))) >= 3  # server + 2 sites
             r = run_flshell("--poc", poc, "-c", f"submit_job {HELLO_NUMPY}")
             assert r.returncode == 0, r.stdout + r.stderr
             job_id = r.stdout.strip().splitlines()[-1]
@@ -60,6 +48,6 @@ def test_poc_prepare_start_submit_wait_download_stop_twice(tmp_path):
             r = run_flshell("poc", "stop", "-w", poc)
             print(f"poc stop (CLI): {time.monotonic() - t0:.2f}s; {r.stdout.strip()}")
             assert r.returncode == 0, r.stderr
-        left = _procs_mentioning(str(poc))
+        left = procs_mentioning(str(poc))
         assert not left, [p.info["cmdline"] for p in left]
     assert ports[0] != ports[1]

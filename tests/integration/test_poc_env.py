@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from runtime.admin import Session
 from runtime.recipes import EnvError, NumpyFedAvgRecipe, PocEnv, SimEnv
-from tests.integration.conftest import run_flshell
+from tests.integration.conftest import procs_mentioning, run_flshell
 
 SCRIPT = Path(__file__).resolve().parent / "recipe_scripts" / "np_client.py"
 WAIT = 120  # seconds; a run takes a few, this only catches hangs
@@ -31,17 +30,6 @@ def load(result_dir: str | Path) -> np.ndarray:
         return d["w"]
 
 
-def _procs_mentioning(text: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(text in part for part in (p.info["cmdline"] or [])) and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
 def _prepare(poc: Path, n: int = 2) -> None:
     r = run_flshell("poc", "prepare", "-n", n, "-w", poc)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -50,7 +38,7 @@ def _prepare(poc: Path, n: int = 2) -> None:
 def _stop(poc: Path) -> None:
     r = run_flshell("poc", "stop", "-w", poc)
     assert r.returncode == 0, r.stdout + r.stderr
-    left = _procs_mentioning(str(poc))
+    left = procs_mentioning(str(poc))
     assert not left, [p.info["cmdline"] for p in left]
 
 
