@@ -1,6 +1,7 @@
 """hello-lr: federated logistic regression with a Newton-Raphson server step, as a recipe.
 
     python examples/hello-lr/job.py                          # 4 sites, 5 rounds, simulated
+    python examples/hello-lr/job.py --poc --n_clients 2          # on a running POC
     python examples/hello-lr/job.py --export --export-dir /tmp/hello-lr-job
     flshell sim /tmp/hello-lr-job -n 4                       # the same job from its folder
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runtime.recipes import SimEnv  # noqa: E402
+from runtime.recipes import PocEnv, SimEnv  # noqa: E402
 from runtime.recipes.lr import FedAvgLrRecipe  # noqa: E402
 
 
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the synthetic data's seed")
     parser.add_argument("--external", action="store_true", help="each site's script in its own process")
     parser.add_argument("--workspace", default="/tmp/flshell/simulation")
+    parser.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
+                        help="run on the POC in DIR (flshell poc start) instead of simulating")
     parser.add_argument("--export", action="store_true", help="write the job folder instead of running")
     parser.add_argument("--export-dir", default="/tmp/flshell/jobs/hello-lr")
     args = parser.parse_args()
@@ -44,7 +47,9 @@ def main() -> None:
     if args.export:
         print("job folder written to", recipe.export(args.export_dir))
         return
-    run = recipe.execute(SimEnv(num_clients=args.n_clients, workspace_root=args.workspace))
+    env = (PocEnv(poc_workspace=args.poc, num_clients=args.n_clients) if args.poc
+           else SimEnv(num_clients=args.n_clients, workspace_root=args.workspace))
+    run = recipe.execute(env)
     result = Path(run.get_result())
     rounds = result.parent / "metrics.jsonl"
     if rounds.is_file():

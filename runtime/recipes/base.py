@@ -107,7 +107,7 @@ class Recipe:
         return root
 
     def execute(self, env: "Env") -> "Run":
-        """Export the job and run it in `env` (SimEnv here; PocEnv, ProdEnv later)."""
+        """Export the job and run it in `env` (SimEnv, PocEnv; ProdEnv with the security issue)."""
         return env.deploy(self)
 
 
