@@ -29,17 +29,17 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flshell.console_cmd import EPILOG
+
     parser = argparse.ArgumentParser(
         prog="flshell",
-        description="flshell: a federated-learning runtime with an operator's shell.",
+        description="flshell: a federated-learning runtime with an operator's shell. Without a "
+                    "command it opens the admin console (or runs -c/-f/stdin commands).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
-    target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
-                        help="attach to the POC in DIR (default /tmp/flshell/poc)")
-    parser.add_argument("-c", "--command", dest="commands", metavar="COMMANDS",
-                        help='admin commands to run, separated by ";" (e.g. "list_jobs; sites")')
-    parser.add_argument("--user", default="admin", help="who submits (until certificates name the admin)")
+    from flshell import console_cmd
+
+    console_cmd.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = sub.add_parser(
         "sim",
@@ -65,15 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--transport", choices=["inproc", "grpc"], default="inproc",
                      help="how sites reach the server: in-process calls (default) or gRPC on "
                           "127.0.0.1 (the transport a real federation uses)")
-    sim.add_argument("--admin-port", type=int, metavar="PORT",
-                     help="also serve the admin port (0 = a free one) so another flshell can "
-                          "attach with --server and watch the simulation")
+    sim.add_argument("--admin-port", type=int, default=0, metavar="PORT",
+                     help="the admin port another flshell attaches to with --server to watch "
+                          "the simulation (default 0: a free one; the address is printed)")
+    sim.add_argument("--no-admin", dest="admin_port", action="store_const", const=None,
+                     help="no admin port")
     sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-    from flshell import client_cmd, poc_cmd, server_cmd
+    from flshell import client_cmd, poc_cmd, provision_cmd, server_cmd
 
     server_cmd.add_parser(sub)
     client_cmd.add_parser(sub)
     poc_cmd.add_parser(sub)
+    provision_cmd.add_parser(sub)
     return parser
 
 
@@ -96,33 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         from flshell import poc_cmd
 
         return poc_cmd.run(args)
-    if args.commands is not None:
-        return _run_commands(parser, args)
-    parser.print_help()
-    return exit_codes.OK
+    if args.command == "provision":
+        from flshell import provision_cmd
 
+        return provision_cmd.run(args)
+    from flshell import console_cmd
 
-def _run_commands(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`flshell --server HOST:PORT -c "..."` / `flshell --poc [DIR] -c "..."`."""
-    from flshell.commands import run_script
-    from runtime.admin import Session
-
-    if args.poc is not None:
-        from flshell.poc import PocError, admin_address
-
-        try:
-            address = admin_address(args.poc)
-        except PocError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return exit_codes.CONNECTION
-    elif args.server:
-        address = args.server
-    else:
-        print("error: -c needs a server: --server HOST:PORT or --poc [DIR] "
-              "(the embedded local federation arrives with the console)", file=sys.stderr)
-        return exit_codes.USAGE
-    with Session(address, user=args.user) as session:
-        return run_script(session, args.commands)
+    return console_cmd.run(args)
 
 
 def entry() -> None:

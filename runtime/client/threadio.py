@@ -68,14 +68,16 @@ _install_lock = threading.Lock()
 
 
 def install() -> None:
-    """Route sys.argv, sys.stdout and sys.stderr per thread. Idempotent."""
+    """Route sys.argv, sys.stdout and sys.stderr per thread. Idempotent; if someone replaced
+    a stream since (a test harness capturing output does), route the new one too."""
     global _installed
     with _install_lock:
-        if _installed:
-            return
-        sys.argv = ThreadArgv(sys.argv)
-        sys.stdout = RoutedStream(sys.stdout, "stdout")
-        sys.stderr = RoutedStream(sys.stderr, "stderr")
+        if not isinstance(sys.argv, ThreadArgv):
+            sys.argv = ThreadArgv(sys.argv)
+        if not isinstance(sys.stdout, RoutedStream):
+            sys.stdout = RoutedStream(sys.stdout, "stdout")
+        if not isinstance(sys.stderr, RoutedStream):
+            sys.stderr = RoutedStream(sys.stderr, "stderr")
         _installed = True
 
 

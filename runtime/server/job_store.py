@@ -450,11 +450,19 @@ class JobStore:
     # ---- submit / clone ----------------------------------------------------------------------
 
     def submit(self, job_folder: str | os.PathLike[str], submitter: str,
-               meta_extra: dict[str, Any] | None = None) -> str:
+               meta_extra: dict[str, Any] | None = None, job_id: str | None = None) -> str:
         """Validate `job_folder` (JobError propagates, nothing is stored), copy it into the store
-        and record a SUBMITTED job. Returns the new job id."""
+        and record a SUBMITTED job. Returns the new job id (`job_id` if given: a uuid4 string
+        the caller made, e.g. for a job it already prepared)."""
         job = load_job(job_folder)
-        return self._add(job, submitter, meta_extra)
+        if job_id is not None:
+            try:
+                ok = str(uuid.UUID(job_id)) == job_id
+            except (ValueError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"job_id must be a canonical uuid string, got {job_id!r}")
+        return self._add(job, submitter, meta_extra, job_id)
 
     def clone(self, job_id: str, submitter: str) -> str:
         """A new SUBMITTED job from the stored folder of `job_id` (any status)."""
@@ -465,7 +473,8 @@ class JobStore:
         extra = {**rec.extra, "cloned_from": rec.job_id}
         return self._add(job, submitter, extra)
 
-    def _add(self, job: Job, submitter: str, extra: dict[str, Any] | None) -> str:
+    def _add(self, job: Job, submitter: str, extra: dict[str, Any] | None,
+             job_id: str | None = None) -> str:
         if not isinstance(submitter, str) or not submitter.strip():
             raise ValueError(f"submitter must be a non-empty string, got {submitter!r}")
         if extra is None:
@@ -474,7 +483,7 @@ class JobStore:
             raise ValueError(f"meta_extra must be a dict with string keys, got {extra!r}")
         extra_json = _to_json(extra, "meta_extra")
         self._db()  # refuse early when closed, before copying anything
-        job_id = _new_job_id()
+        job_id = job_id or _new_job_id()
         tmp = self.jobs_dir / f"{_SUBMIT_TMP}{os.getpid()}-{job_id}"
         final = self.jobs_dir / job_id
         renamed = False

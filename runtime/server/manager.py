@@ -309,8 +309,12 @@ class JobManager:
                          on_round=self._on_round, resume=resume,
                          **{"ready_timeout": self.ready_timeout, **kwargs})
 
-    def adopt(self, runner: JobRunner) -> None:
-        """Track a runner started by someone else (the simulator) as a running job."""
+    def track(self, runner: JobRunner) -> None:
+        """Take over the bookkeeping of a runner made elsewhere (the simulator's) for a stored
+        job of the same id: its status and rounds go to the store, admins see it run."""
+        runner.on_status, runner.on_round = self._on_status, self._on_round
+        if runner.ctx is not None:
+            runner.ctx.on_round = lambda record: self._on_round(runner, record)
         with self._lock:
             self.runners[runner.job_id] = runner
 

@@ -151,22 +151,18 @@ class Simulator:
         self.workspace = root.resolve()
         self.engine = ServerEngine(self.workspace / "server")
         overrides = {"num_rounds": self.rounds} if self.rounds else None
-        if self.admin_port is None:
-            self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
-                                    ready_timeout=self.ready_timeout)
-        else:  # a job store behind the admin service, as on a real server
-            from runtime.server.manager import JobManager
-
-            self.manager = JobManager(self.engine, site_log=lambda job_id, site: (
-                self.workspace / site / "jobs" / job_id / "log.txt"))
-            job_id = self.manager.store.submit(self.job_folder, "simulator")
-            self.runner = self.manager.make_runner(job_id, self.job, self.sites,
-                                                   overrides=overrides,
-                                                   ready_timeout=self.ready_timeout)
+        self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
+                                ready_timeout=self.ready_timeout)
         self.runner.prepare()
         if self.rounds and not any("num_rounds" in getattr(c, "__dict__", {}) for c in self.runner.controllers):
             raise SimUsageError("--rounds: no workflow of this job has num_rounds")
         self._check_client_apps()
+        if self.admin_port is not None:  # a job store behind the admin port, as on a server
+            from runtime.server.manager import JobManager
+
+            self.manager = JobManager(self.engine, site_log=self._site_log)
+            self.manager.store.submit(self.job_folder, "simulator", job_id=self.runner.job_id)
+            self.manager.track(self.runner)
 
     def _check_client_apps(self) -> None:
         """Build each client app once, up front, so config errors stop the run before it starts."""
@@ -193,6 +189,11 @@ class Simulator:
                             where = spec.executor
                             raise JobError(where.file, f"{where.json_path}.args.{e.arg}",
                                            f"expected {e.expected}, got {render(e.got)}") from None
+
+    def _site_log(self, job_id: str, site: str) -> Path:
+        if self._sink is not None:
+            self._sink.flush()  # sites write their logs in batches: make them current first
+        return self.workspace / site / "jobs" / job_id / "log.txt"
 
     def start(self) -> None:
         assert self.runner is not None and self.engine is not None and self.job is not None
@@ -224,7 +225,6 @@ class Simulator:
 
             self.admin_server = AdminServer(self.manager, "127.0.0.1", self.admin_port).start()
             self.manager.addresses = {"admin": self.admin_server.address}
-            self.manager.adopt(self.runner)
         self.runner.start()
 
     def abort(self, by: str = "user") -> None:

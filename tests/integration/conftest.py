@@ -112,3 +112,53 @@ def procs_mentioning(text: str) -> list:
         except psutil.Error:
             pass
     return out
+
+
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def grpc_federation(root: Path, sites: tuple[str, ...] = ("site-1", "site-2"),
+                    admin_kwargs: dict | None = None, **manager_kwargs: Any):
+    """A real server in this process (engine, job manager, FL port and admin port on 127.0.0.1,
+    free ports) with `sites` connected as site agents over gRPC; yields a namespace with
+    engine, manager, admin, fl and address (the admin port's)."""
+    from types import SimpleNamespace
+
+    from runtime.client.agent import SiteAgent
+    from runtime.client.apps import DownloadedApps
+    from runtime.client.sitelog import LogSink
+    from runtime.server.admin_service import AdminServer
+    from runtime.server.engine import ServerEngine
+    from runtime.server.manager import JobManager
+    from runtime.transport.grpc_client import GrpcSiteTransport
+    from runtime.transport.grpc_server import FLServer
+
+    engine = ServerEngine(root / "server")
+    fl = FLServer(engine).start()
+    manager = JobManager(engine, **{"ready_timeout": 30, "schedule_interval": 0.1,
+                                    **manager_kwargs}).start()
+    admin = AdminServer(manager, **(admin_kwargs or {})).start()
+    sink = LogSink(interval=0.2)
+    agents, transports = [], []
+    try:
+        for name in sites:
+            t = GrpcSiteTransport(fl.address)
+            transports.append(t)
+            agent = SiteAgent(name, t, DownloadedApps(t, name, root / name), root / name, sink,
+                              poll_timeout=0.5)
+            agent.register()
+            agent.start()
+            agents.append(agent)
+        yield SimpleNamespace(engine=engine, manager=manager, admin=admin, fl=fl,
+                              address=admin.address, agents=agents)
+    finally:
+        for agent in agents:
+            agent.stop(timeout=5)
+        for t in transports:
+            t.close()
+        sink.close()
+        admin.stop(0)
+        manager.stop(abort_running=True, timeout=10)
+        fl.stop(0)
+        engine.close()

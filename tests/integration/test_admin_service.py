@@ -10,7 +10,6 @@ import socket
 import threading
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -23,11 +22,9 @@ from runtime.admin import (AdminError, AmbiguousJob, BadUpload, InvalidJob, NotF
 from runtime.client.agent import SiteAgent
 from runtime.client.apps import DownloadedApps
 from runtime.client.sitelog import LogSink
-from runtime.server.admin_service import SERVICE_NAME, AdminServer
-from runtime.server.engine import ServerEngine
-from runtime.server.manager import JobManager
+from runtime.server.admin_service import SERVICE_NAME
 from runtime.transport.grpc_client import GrpcSiteTransport
-from runtime.transport.grpc_server import FLServer
+from tests.integration.conftest import grpc_federation
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello-numpy"
 WAIT = 60  # seconds; runs take a few, this only catches hangs
@@ -55,17 +52,8 @@ def _zip(entries: dict[str, str]) -> bytes:
 
 @pytest.fixture
 def server(tmp_path):
-    engine = ServerEngine(tmp_path / "server")
-    fl = FLServer(engine).start()
-    manager = JobManager(engine, ready_timeout=30, schedule_interval=0.1).start()
-    admin = AdminServer(manager, watch_queue=WATCH_QUEUE).start()
-    try:
-        yield SimpleNamespace(engine=engine, fl=fl, manager=manager, admin=admin)
-    finally:
-        admin.stop(0)
-        manager.stop(abort_running=True, timeout=10)
-        fl.stop(0)
-        engine.close()
+    with grpc_federation(tmp_path, sites=(), admin_kwargs={"watch_queue": WATCH_QUEUE}) as fed:
+        yield fed
 
 
 @pytest.fixture
@@ -289,5 +277,5 @@ def test_server_unreachable_on_a_closed_port():
 def test_wait_job_exit_code_for_an_aborted_job(session, tmp_path):
     job_id = session.submit_job(_job_copy(tmp_path))
     out, err = io.StringIO(), io.StringIO()
-    assert run_script(session, f"abort_job {job_id}\nwait_job {job_id}", out, err) == JOB_UNSUCCESSFUL
+    assert run_script(session, f"abort_job -y {job_id}\nwait_job {job_id}", out, err) == JOB_UNSUCCESSFUL
     assert "ABORTED" in out.getvalue()

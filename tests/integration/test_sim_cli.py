@@ -167,10 +167,16 @@ def test_rerun_into_the_same_workspace_keeps_the_first_job(tmp_path, hello_numpy
     (job2,) = [j for j in jobs if j != job1]
     assert job2.name in second.stdout and job2.name not in first.stdout
 
-    # every file of the first run is still there, byte for byte
+    # every file of the first run is still there, byte for byte (the job index, jobs.db, now
+    # lists both runs)
     after = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file()}
     for rel, data in before.items():
-        assert after.get(rel) == data, f"{rel} changed or vanished"
+        if not rel.name.startswith("jobs.db"):
+            assert after.get(rel) == data, f"{rel} changed or vanished"
+    from runtime.server.job_store import JobStore
+
+    with JobStore(ws / "server") as store:
+        assert {r.job_id for r in store.list()} == {job1.name, job2.name}
     # and the second run has its own results: 3 sites, 2 rounds
     sites = ["site-1", "site-2", "site-3"]
     np.testing.assert_allclose(load_global_model(job2), expected_hello_model(sites, 2), rtol=0, atol=1e-12)

@@ -1,0 +1,415 @@
+"""The console's one output layer: rich tables and lines for people, JSON-ready data for scripts.
+
+Everything here is pure: functions turn what `runtime.admin.Session` returns into rich
+renderables or strings. Colour only reaches a terminal (rich turns it off for pipes and honours
+NO_COLOR); piped output is never wrapped, so ids and paths stay whole for grep and awk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any, Iterable, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "COMPLETED": "green", "FAILED": "bold red", "ABORTED": "yellow", "RUNNING": "cyan",
+    "WAITING": "magenta", "SUBMITTED": "dim",
+    "CONNECTED": "green", "STALE": "yellow", "LOST": "bold red", "DISCONNECTED": "dim",
+}
+PIPE_WIDTH = 10_000  # piped output: wide enough that rich never wraps a row
+
+
+def is_terminal(out: TextIO) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+def print_to(out: TextIO, renderable: RenderableType) -> None:
+    """Render on `out`: the terminal's width and colours on a terminal; plain, unwrapped and
+    without trailing blanks otherwise (a file, a pipe, a StringIO)."""
+    if is_terminal(out):
+        Console(file=out, highlight=False, emoji=False).print(renderable)
+        out.flush()
+        return
+    buffer = io.StringIO()
+    Console(file=buffer, width=PIPE_WIDTH, color_system=None, highlight=False, emoji=False,
+            soft_wrap=True).print(renderable)
+    out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
+    out.flush()
+
+
+def to_json(doc: Any) -> str:
+    """One JSON document on one line (JSON lines): what `set format json` prints per command."""
+    return json.dumps(doc, default=str, separators=(",", ":"))
+
+
+# ---- small values --------------------------------------------------------------------------
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def when_short(ts: float | None) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def clock(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts or time.time()))
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds / 3600:.0f}h{seconds % 3600 / 60:02.0f}m"
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+
+
+def status_text(status: Any) -> Text:
+    text = str(status or "-")
+    return Text(text, style=STATUS_STYLES.get(text, ""))
+
+
+def short(job_id: Any) -> str:
+    return str(job_id or "")[:8]
+
+
+def job_label(job: dict[str, Any]) -> str:
+    """`job 3f2a1b2c (hello-numpy)`: how messages name a job."""
+    return f"job {job.get('short_id') or short(job.get('job_id'))} ({job.get('name')})"
+
+
+def round_progress(job: dict[str, Any]) -> str:
+    """`3/5` while round 3 of 5 runs (rounds count from 1 for people; from 0 on the wire)."""
+    current, total = job.get("current_round"), job.get("total_rounds")
+    done = "-" if current is None else str(current + 1)
+    return f"{done}/{total}" if total else done
+
+
+def status_line(job: dict[str, Any]) -> str:
+    reason = job.get("reason")
+    return f"{job_label(job)} {job.get('status')}" + (f": {reason}" if reason else "")
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title=title, title_justify="left",
+                  header_style="bold")
+    for name in columns:
+        # ids, names and statuses never wrap; free text (reasons, metrics) wraps when it must
+        free = name in ("NAME", "REASON", "JOBS", "VALUE", "HELP", "DETAIL")
+        table.add_column(name, no_wrap=not free, overflow="fold", min_width=10 if free else None)
+    return table
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> RenderableType:
+    if not jobs:
+        return Text("no jobs")
+    reasons = any(j.get("reason") for j in jobs)
+    table = _table("ID", "NAME", "STATUS", "ROUND", "BY", "SUBMITTED", *(["REASON"] if reasons else []))
+    for j in jobs:
+        table.add_row(j.get("short_id") or short(j.get("job_id")), str(j.get("name")), status_text(j.get("status")),
+                      round_progress(j), str(j.get("submitter") or "-"), when_short(j.get("submitted_at")),
+                      *([j.get("reason") or ""] if reasons else []))
+    return table
+
+
+def job_detail(job: dict[str, Any]) -> RenderableType:
+    """show_job: the job's fields, its rounds with their metrics, and what failed where."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    fields: list[tuple[str, Any]] = [
+        ("job", job.get("job_id")), ("name", job.get("name")), ("status", status_text(job.get("status"))),
+        ("reason", job.get("reason") or "-"), ("submitter", job.get("submitter") or "-"),
+        ("submitted", when(job.get("submitted_at"))), ("started", when(job.get("started_at"))),
+        ("ended", when(job.get("ended_at"))), ("round", round_progress(job)),
+        ("min sites", job.get("min_clients") if job.get("min_clients") is not None else "-"),
+        ("sites", ", ".join(job.get("sites") or []) or "-"),
+    ]
+    if job.get("failed_sites"):
+        fields.append(("failed sites", ", ".join(map(str, job["failed_sites"]))))
+    for key, val in fields:
+        grid.add_row(key, val if isinstance(val, Text) else str(val))
+    parts: list[RenderableType] = [grid]
+    rounds = job.get("rounds") or []
+    if rounds:
+        parts += [Text(""), rounds_table(rounds)]
+    details = job.get("failure_details") or {}
+    if details:
+        failure = _table("WHERE", "DETAIL", title="failure")
+        for where, detail in (details.items() if isinstance(details, dict) else [("-", details)]):
+            failure.add_row(str(where), value(detail))
+        parts += [Text(""), failure]
+    return Group(*parts)
+
+
+def metric_names(rounds: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for rnd in rounds:
+        for key in (rnd.get("metrics") or {}):
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def rounds_table(rounds: list[dict[str, Any]]) -> Table:
+    """One row per completed round: when (or how long), which sites answered when the server
+    recorded it, and every metric as a column."""
+    names = metric_names(rounds)
+    has = {key: any(key in r for r in rounds) for key in ("recorded_at", "seconds", "sites_ok")}
+    columns = ["ROUND"] + (["RECORDED"] if has["recorded_at"] else []) + (["SECONDS"] if has["seconds"] else [])
+    columns += ["SITES OK", "FAILED"] if has["sites_ok"] else []
+    table = _table(*columns, *[n.upper() for n in names], title="rounds")
+    for rnd in rounds:
+        metrics = rnd.get("metrics") or {}
+        total = rnd.get("total_rounds")
+        row = [f"{rnd.get('round', 0) + 1}/{total}" if total else str(rnd.get("round", 0) + 1)]
+        if has["recorded_at"]:
+            row.append(clock(rnd["recorded_at"]) if rnd.get("recorded_at") else "-")
+        if has["seconds"]:
+            row.append("-" if rnd.get("seconds") is None else f"{rnd['seconds']:.2f}")
+        if has["sites_ok"]:
+            failed = list(rnd.get("sites_failed") or []) + list(rnd.get("sites_timed_out") or [])
+            row += [", ".join(rnd.get("sites_ok") or []) or "-", ", ".join(failed) or "-"]
+        table.add_row(*row, *[value(metrics[n]) if n in metrics else "-" for n in names])
+    return table
+
+
+def round_summary(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per numeric metric: first, last, min and max over the rounds (show_stats)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in metric_names(rounds):
+        series = [r["metrics"][name] for r in rounds if isinstance((r.get("metrics") or {}).get(name), (int, float))
+                  and not isinstance(r["metrics"][name], bool)]
+        if series:
+            out[name] = {"first": series[0], "last": series[-1], "min": min(series), "max": max(series),
+                         "rounds": len(series)}
+    return out
+
+
+def stats_doc(job: dict[str, Any]) -> dict[str, Any]:
+    rounds = job.get("rounds") or []
+    return {"job_id": job.get("job_id"), "name": job.get("name"), "status": job.get("status"),
+            "rounds": rounds, "summary": round_summary(rounds)}
+
+
+def stats(job: dict[str, Any]) -> RenderableType:
+    rounds = job.get("rounds") or []
+    head = Text(f"{job_label(job)} {job.get('status')}: {len(rounds)} round(s) completed"
+                + (f" of {job.get('total_rounds')}" if job.get("total_rounds") else ""))
+    if not rounds:
+        return head
+    summary = round_summary(rounds)
+    parts: list[RenderableType] = [head, Text(""), rounds_table(rounds)]
+    if summary:
+        table = _table("METRIC", "FIRST", "LAST", "MIN", "MAX", title="summary")
+        for name, s in summary.items():
+            table.add_row(name, value(s["first"]), value(s["last"]), value(s["min"]), value(s["max"]))
+        parts += [Text(""), table]
+    return Group(*parts)
+
+
+# ---- sites, GPUs, server -------------------------------------------------------------------
+
+
+def _host(site: dict[str, Any]) -> dict[str, Any]:
+    return (site.get("info") or {}).get("host") or {}
+
+
+def _cpu_mem(host: dict[str, Any]) -> tuple[str, str]:
+    cpu = host.get("cpu_percent")
+    used, total = host.get("mem_used"), host.get("mem_total")
+    mem = f"{size(used)} / {size(total)}" if used is not None and total else "-"
+    return ("-" if cpu is None else f"{cpu:.0f}%"), mem
+
+
+def sites_table(sites: list[dict[str, Any]]) -> RenderableType:
+    if not sites:
+        return Text("no sites have registered with the server")
+    table = _table("SITE", "STATUS", "HEARTBEAT", "JOBS", "CPU", "MEMORY", "GPUS")
+    for s in sites:
+        info = s.get("info") or {}
+        cpu, mem = _cpu_mem(_host(s))
+        jobs = ", ".join(short(j) for j in info.get("jobs") or []) or "-"
+        table.add_row(str(s.get("name")), status_text(s.get("status")), f"{age(s.get('heartbeat_age'))} ago",
+                      jobs, cpu, mem, str(len(info.get("gpus") or [])))
+    return table
+
+
+def gpu_rows(sites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per site: its GPUs, each process on them named by the job it runs for."""
+    out = []
+    for s in sites:
+        info = s.get("info") or {}
+        by_pid = {int(pid): job for job, pid in (info.get("job_pids") or {}).items() if str(pid).isdigit()}
+        gpus = []
+        for gpu in info.get("gpus") or []:
+            gpu = dict(gpu)
+            gpu["jobs"] = sorted({p.get("job_id") or by_pid.get(p.get("pid")) for p in gpu.get("processes") or []}
+                                 - {None})
+            gpus.append(gpu)
+        out.append({"site": s.get("name"), "status": s.get("status"), "gpus": gpus})
+    return out
+
+
+def gpu_table(rows: list[dict[str, Any]]) -> RenderableType:
+    if not rows:
+        return Text("no sites have registered with the server")
+    table = _table("SITE", "GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "JOBS")
+    for row in rows:
+        if not row["gpus"]:
+            table.add_row(str(row["site"]), "-", Text("no GPU", style="dim"), "", "", "", "", "")
+        for g in row["gpus"]:
+            util = g.get("util_percent")
+            used, total = g.get("mem_used"), g.get("mem_total")
+            mem = f"{size(used)} / {size(total)}" if used is not None and total else "n/a"
+            temp, power = g.get("temperature_c"), g.get("power_w")
+            table.add_row(str(row["site"]), str(g.get("index", "-")), str(g.get("name") or "-"),
+                          "n/a" if util is None else f"{util:.0f}%", mem,
+                          "n/a" if temp is None else f"{temp:.0f}°C", "n/a" if power is None else f"{power:.0f} W",
+                          ", ".join(short(j) for j in g["jobs"]) or "-")
+    return table
+
+
+def kv_table(data: dict[str, Any], title: str | None = None) -> Table:
+    """A dict as KEY / VALUE rows (nested dicts flattened to a.b keys)."""
+    table = _table("KEY", "VALUE", title=title)
+    for key, val in _flatten(data):
+        if key.endswith(("started_at", "registered_at", "last_seen")) and isinstance(val, (int, float)):
+            val = when(val)
+        elif key.endswith(("mem_used", "mem_total")) and isinstance(val, (int, float)):
+            val = size(val)
+        table.add_row(key, value(val))
+    return table
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key in sorted(data):
+        val = data[key]
+        if isinstance(val, dict) and val:
+            yield from _flatten(val, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", val
+
+
+def server_status(info: dict[str, Any]) -> RenderableType:
+    """check_status server: is it up, since when, what runs, how many sites."""
+    sites = info.get("sites") or {}
+    running = info.get("running_jobs") or []
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("server", Text(f"{info.get('server', '-')} (pid {info.get('pid', '-')}) running", style="green"))
+    grid.add_row("up", f"since {when(info.get('started_at'))} ({age(info.get('uptime'))})")
+    grid.add_row("running jobs", f"{len(running)}" + (f": {', '.join(short(j) for j in running)}" if running else ""))
+    grid.add_row("sites", ", ".join(f"{n} {status}" for status, n in sorted(sites.items())) or "none")
+    grid.add_row("workspace", str(info.get("workspace", "-")))
+    return grid
+
+
+# ---- events (watch) ------------------------------------------------------------------------
+
+
+def event_line(event: Any, names: dict[str, str], job: str | None = None) -> str | None:
+    """One human line for a watch event, or None for events people need not see (`metrics`
+    counts, task assignments: `round started on N sites` says it). `names` maps job ids to
+    job names as job_status events reveal them; `job` leaves the job out of each line when
+    the watch follows that one job."""
+    data = event.data
+    kind = event.type
+    job_id = data.get("job_id")
+    if kind == "job_status" and job_id and data.get("name"):
+        names[job_id] = data["name"]
+    who = "" if job_id is None or job_id == job else f"job {short(job_id)} ({names.get(job_id, '?')}) "
+    text: str | None
+    if kind == "job_status":
+        text = f"job {short(job_id)} ({names.get(job_id, '?')}) {data.get('status')}"
+        if data.get("reason"):
+            text += f": {data['reason']}"
+    elif kind == "round_started":
+        text = f"{who}round {data.get('round', 0) + 1}/{data.get('total_rounds')} started on {data.get('sites')} site(s)"
+    elif kind == "round_completed":
+        metrics = " ".join(f"{k}={value(v)}" for k, v in (data.get("metrics") or {}).items())
+        failed = list(data.get("sites_failed") or []) + list(data.get("sites_timed_out") or [])
+        text = (f"{who}round {data.get('round', 0) + 1}/{data.get('total_rounds')} completed in "
+                f"{data.get('seconds', 0):.2f}s" + (f", failed: {', '.join(failed)}" if failed else "")
+                + (f": {metrics}" if metrics else ""))
+    elif kind == "task_result":
+        if data.get("ok"):
+            text = f"{who}{data.get('site')} reported {data.get('task')} in {data.get('seconds', 0):.2f}s"
+        else:
+            text = (f"{who}{data.get('site')} FAILED {data.get('task')} after {data.get('seconds', 0):.2f}s"
+                    + (f": {data['error']}" if data.get("error") else ""))
+    elif kind == "site_status":
+        extra = " (rejoined)" if data.get("rejoined") else " (new)" if data.get("new") else ""
+        silent = f", silent {data['silent_for']:.0f}s" if data.get("silent_for") else ""
+        text = f"site {data.get('site')} {data.get('status')}{extra}{silent}"
+    elif kind == "job_deleted":
+        text = f"job {short(job_id)} ({data.get('name')}) deleted"
+    elif kind == "log":
+        text = f"{who}[{data.get('site') or 'server'}] {data.get('line')}"
+    elif kind == "dropped":
+        text = f"(this watch fell behind: {data.get('count')} event(s) were dropped)"
+    else:
+        text = None
+    return None if text is None else f"{clock(event.ts)} {text}"
+
+
+def event_doc(event: Any) -> dict[str, Any]:
+    return {"seq": event.seq, "ts": event.ts, "type": event.type, **event.data}
+
+
+# ---- help ----------------------------------------------------------------------------------
+
+
+def usage(cmd: Any) -> str:
+    return cmd.parser.format_usage().strip().removeprefix("usage: ")
+
+
+def help_table(groups: list[tuple[str, list[Any]]]) -> RenderableType:
+    parts: list[RenderableType] = []
+    for title, commands in groups:
+        table = _table("COMMAND", "HELP", title=title)
+        for cmd in commands:
+            name = Text(usage(cmd))
+            if cmd.destructive:
+                name.append(" *", style="yellow")
+            table.add_row(name, cmd.help)
+        parts += [table, Text("")]
+    parts.append(Text("* asks for confirmation (add -y to skip it). `help COMMAND` shows one command; "
+                      "job ids may be any unique prefix, and `last` is the job most recently submitted here."))
+    return Group(*parts)
+
+
+def command_help(cmd: Any) -> str:
+    return cmd.parser.format_help().rstrip()

@@ -1,0 +1,109 @@
+"""`flshell` without a sub-command: the admin console, on a server, a POC or an embedded local
+federation; interactive at a terminal, a script runner with -c, -f or piped stdin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flshell import exit_codes
+
+EPILOG = """\
+examples:
+  flshell                                   console on an embedded local federation (2 sites)
+  flshell --sites 4                         ... with 4 sites
+  flshell --poc                             console on the POC in /tmp/flshell/poc
+  flshell --server 127.0.0.1:8003           console on any server's admin port
+  flshell --poc -c "list_jobs; sites"       run commands and exit
+  flshell --poc -f ops.flsh                 run a command file (# comments, one per line)
+  cat ops.flsh | flshell --poc              the same from stdin
+  flshell --format json -c "list_jobs"      one JSON document per command, for scripts
+
+exit status: 0 ok, 1 a command failed, 2 usage error, 3 server unreachable,
+             4 a job ended unsuccessfully under wait_job
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
+    target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
+                        help="attach to the POC in DIR (default /tmp/flshell/poc)")
+    parser.add_argument("-c", "--command", dest="commands", metavar="COMMANDS",
+                        help='admin commands to run, separated by ";" or newlines')
+    parser.add_argument("-f", "--file", dest="script_file", type=Path, metavar="FILE",
+                        help="a command file to run")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="in scripts, go on after a failing command")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="answer yes to confirmations (abort_job, delete_job...)")
+    parser.add_argument("--format", choices=["table", "json"], default="table",
+                        help="output: tables for people (default) or one JSON document per command")
+    parser.add_argument("--sites", type=int, default=2, metavar="N",
+                        help="sites of the embedded local federation (default 2)")
+    parser.add_argument("--local-workspace", type=Path, metavar="DIR",
+                        help="workspace of the embedded local federation (default /tmp/flshell/local)")
+    parser.add_argument("--user", default="admin", help="who submits (until certificates name the admin)")
+
+
+def _address(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(address, description) of the server to attach to; (None, ...) for the embedded one."""
+    if args.poc is not None:
+        from flshell.poc import PocError, admin_address
+
+        try:
+            return admin_address(args.poc), f"the POC in {args.poc}"
+        except PocError as e:
+            raise ConnectionError(str(e)) from None
+    if args.server:
+        return args.server, f"server {args.server}"
+    return None, f"an embedded local federation with {args.sites} sites"
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.admin import Session
+
+    if args.sites < 1:
+        print(f"error: --sites {args.sites}: need at least 1", file=sys.stderr)
+        return exit_codes.USAGE
+    script: str | None = None
+    if args.commands is not None:
+        script = args.commands
+    elif args.script_file is not None:
+        if not args.script_file.is_file():
+            print(f"error: -f {args.script_file}: no such file", file=sys.stderr)
+            return exit_codes.USAGE
+    elif not sys.stdin.isatty():
+        script = sys.stdin.read()
+    try:
+        address, what = _address(args)
+    except ConnectionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_codes.CONNECTION
+    local = None
+    if address is None:
+        from runtime.server.local import LocalFederation
+
+        local = LocalFederation(args.local_workspace, n_sites=args.sites)
+        try:
+            local.start()
+        except OSError as e:
+            print(f"error: the local federation could not start: {e}", file=sys.stderr)
+            return exit_codes.JOB_FAILED
+        address = local.admin_address
+    try:
+        with Session(address, user=args.user) as session:
+            if script is not None or args.script_file is not None:
+                from flshell.console.script import Runner
+
+                runner = Runner(session, fmt=args.format, assume_yes=args.yes)
+                if script is None:  # errors name the file and line: ops.flsh:3: ...
+                    return runner.run_file(args.script_file, keep_going=args.keep_going)
+                return runner.run_script(script, keep_going=args.keep_going)
+            from flshell.console.repl import run_repl
+
+            return run_repl(session, address, description=what)
+    finally:
+        if local is not None:
+            local.stop()

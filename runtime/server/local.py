@@ -1,0 +1,127 @@
+"""An embedded local federation: a server and N sites in this process, the admin port on
+127.0.0.1. What `flshell` with no arguments (and `flshell tui`) opens: no setup at all.
+
+The server side is the real one (engine with heartbeat monitor, job store, scheduler, admin
+port); the sites are site agents on the in-process transport, each job's scripts on threads,
+like the simulator. Jobs persist in the workspace across runs, like on a server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_WORKSPACE = Path("/tmp/flshell/local")
+
+
+class LocalFederation:
+    def __init__(self, workspace: str | os.PathLike[str] | None = None, n_sites: int = 2,
+                 sites: list[str] | None = None, max_jobs: int = 2, admin_port: int = 0,
+                 heartbeat_interval: float = 5.0) -> None:
+        names = list(sites) if sites else [f"site-{i}" for i in range(1, n_sites + 1)]
+        if not names:
+            raise ValueError("a local federation needs at least 1 site")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate site names in {names}")
+        self.site_names = names
+        self.workspace = Path(workspace or DEFAULT_WORKSPACE).absolute()
+        self.max_jobs = max_jobs
+        self.admin_port = admin_port
+        self.heartbeat_interval = heartbeat_interval
+        self.engine: Any = None
+        self.manager: Any = None
+        self.admin_server: Any = None
+        self.agents: list[Any] = []
+        self._transport: Any = None
+        self._sink: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def admin_address(self) -> str:
+        return self.admin_server.address
+
+    def start(self) -> "LocalFederation":
+        from runtime.client.agent import SiteAgent
+        from runtime.client.apps import DownloadedApps
+        from runtime.client.sitelog import LogSink
+        from runtime.server.admin_service import AdminServer
+        from runtime.server.engine import ServerEngine
+        from runtime.server.manager import JobManager
+        from runtime.transport.inproc import InProcTransport
+
+        server_ws = self.workspace / "server"
+        self.engine = ServerEngine(server_ws, heartbeat_interval=self.heartbeat_interval,
+                                   monitor=True)
+        self.manager = JobManager(self.engine, max_jobs=self.max_jobs, site_log=self._site_log)
+        self.admin_server = AdminServer(self.manager, "127.0.0.1", self.admin_port).start()
+        self.manager.addresses = {"admin": self.admin_server.address, "fl": "in-process"}
+        self._transport = InProcTransport(self.engine)
+        self._sink = LogSink(interval=0.5)
+        for name in self.site_names:
+            ws = self.workspace / name
+            agent = SiteAgent(name, self._transport, DownloadedApps(self._transport, name, ws), ws,
+                              self._sink, info={"local": True}, poll_timeout=1.0)
+            agent.start(heartbeats=True)
+            self.agents.append(agent)
+        self.manager.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # registered: jobs can be placed at once
+            if all(self.engine.sites.get(n) is not None for n in self.site_names):
+                break
+            time.sleep(0.005)
+        self._ready.set()
+        return self
+
+    def start_in_background(self) -> threading.Thread:
+        """Start on a thread (the console's prompt need not wait); `wait_ready()` joins it."""
+        def run() -> None:
+            try:
+                self.start()
+            except BaseException as e:  # noqa: BLE001 - reported by wait_ready
+                self._error = e
+                self._ready.set()
+
+        t = threading.Thread(target=run, name="local-federation", daemon=True)
+        t.start()
+        return t
+
+    def wait_ready(self, timeout: float | None = 30.0) -> None:
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the local federation did not start in {timeout}s")
+        if self._error is not None:
+            raise self._error
+
+    def _site_log(self, job_id: str, site: str) -> Path:
+        if self._sink is not None:
+            self._sink.flush()  # sites write their logs in batches: make them current first
+        return self.workspace / site / "jobs" / job_id / "log.txt"
+
+    def stop(self) -> None:
+        """Stop the sites and the server; running jobs stay RUNNING in the store and resume
+        the next time (like a server restart)."""
+        for agent in self.agents:
+            agent.request_stop()
+        if self.manager is not None:
+            self.manager.stop()
+        if self.engine is not None:
+            self.engine.close()
+        for agent in self.agents:
+            agent.stop(timeout=3)
+        if self.admin_server is not None:
+            self.admin_server.stop(0.5)
+        if self._transport is not None:
+            self._transport.close()
+        if self._sink is not None:
+            self._sink.close()
+        if self.manager is not None:
+            self.manager.store.close()
+
+    def __enter__(self) -> "LocalFederation":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
