@@ -24,6 +24,8 @@ from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from runtime.client import threadio
+
 from flshell.console.cache import CacheRefresher, ConsoleCache, Notice
 from flshell.console.completer import ConsoleCompleter, split_words
 from flshell.console.toolbar import STYLE, make_toolbar
@@ -110,6 +112,10 @@ class Notices:
     def prompting(self) -> Iterator[None]:
         """While the prompt is shown: notices go above it as they come."""
         with patch_stdout(raw=True):
+            # Scripts of an embedded federation's jobs run on threads of this process and print
+            # to their site logs through runtime.client.threadio's routed sys.stdout; keep that
+            # routing on top of the prompt's proxy, or their output lands on the screen.
+            threadio.install()
             with self._lock:
                 self._at_prompt = True
                 pending, self._pending = self._pending, []  # came between the command and the prompt
@@ -233,6 +239,7 @@ def run_repl(session: Any, address: str, description: str | None = None, *,
     own lines go (the welcome, background notices; default: above the prompt). Returns 0."""
     if registry is None:
         from flshell.console.commands import REGISTRY as registry
+    threadio.install()  # before any prompt: what patch_stdout restores is routed too (see prompting)
     factory = runner_factory or _default_runner
     app_session = (create_app_session(input=input, output=output) if input is not None or output is not None
                    else contextlib.nullcontext())
