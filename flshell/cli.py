@@ -71,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-admin", dest="admin_port", action="store_const", const=None,
                      help="no admin port")
     sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-    from flshell import client_cmd, poc_cmd, provision_cmd, server_cmd
+    from flshell import client_cmd, poc_cmd, provision_cmd, server_cmd, tui_cmd
 
     server_cmd.add_parser(sub)
     client_cmd.add_parser(sub)
     poc_cmd.add_parser(sub)
     provision_cmd.add_parser(sub)
+    tui_cmd.add_parser(sub)
     return parser
 
 
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from flshell import poc_cmd
 
         return poc_cmd.run(args)
+    if args.command == "tui":
+        from flshell import tui_cmd
+
+        return tui_cmd.run(args)
     if args.command == "provision":
         from flshell import provision_cmd
 

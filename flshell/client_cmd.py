@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -13,7 +14,14 @@ from flshell import exit_codes
 
 CLIENT_EPILOG = """\
 examples:
+  flshell client --startup prod/site-1                    (what the kit's startup/start.sh runs)
   flshell client -w /srv/site-1 -n site-1 -s 10.0.0.5:8002 --insecure
+
+With --startup KIT (a site kit from `flshell provision`) the site connects with mutual TLS as
+the kit's certificate: the kit is verified first (an altered kit is refused, naming the file),
+the name and server address come from its startup/fed_client.json (--server overrides the
+address), the workspace defaults to the kit folder, and local/site_policy.json applies
+({"allow_custom_code": false}: jobs that bring code in custom/ are refused here).
 
 The site registers, then runs until SIGTERM or Ctrl-C; each job runs in a process of its own and
 logs to WORKSPACE/jobs/<job id>/log.txt (the agent to WORKSPACE/log.txt).
@@ -30,12 +38,16 @@ class UsageError(ValueError):
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-w", "--workspace", required=True,
-                   help="the site's workspace folder (made if missing)")
-    p.add_argument("-n", "--name", required=True, help="the site's name, e.g. site-1")
-    p.add_argument("-s", "--server", required=True, help="the server's site port, HOST:PORT")
+    p.add_argument("-w", "--workspace",
+                   help="the site's workspace folder (made if missing; default with --startup: "
+                        "the kit folder)")
+    p.add_argument("-n", "--name", help="the site's name, e.g. site-1 (with --startup: the kit's)")
+    p.add_argument("-s", "--server", help="the server's site port, HOST:PORT (with --startup: "
+                                          "default from the kit)")
+    p.add_argument("--startup", metavar="KIT",
+                   help="the site's startup kit (flshell provision): mutual TLS")
     p.add_argument("--insecure", action="store_true",
-                   help="connect without TLS (required until `flshell provision` lands)")
+                   help="connect without TLS (on a trusted network only)")
     p.add_argument("--heartbeat-interval", type=float, metavar="S",
                    help="seconds between heartbeats (default: what the server asks for)")
 
@@ -62,15 +74,55 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def load_site_kit(args: argparse.Namespace):
+    """The verified site kit of --startup (UsageError naming the file when it is not usable);
+    fills in args.name / args.server / args.workspace from it."""
+    from provisioning import KitError, load_kit
+
+    try:
+        kit = load_kit(args.startup)
+    except KitError as e:
+        raise UsageError(str(e)) from None
+    if kit.type != "client":
+        raise UsageError(f"--startup {args.startup}: a {kit.type} kit ({kit.name}), not a site's")
+    if args.name and args.name != kit.name:
+        raise UsageError(f"--name {args.name}: the kit's certificate is {kit.name}'s; a site "
+                         f"registers under its certificate's name")
+    args.name = kit.name
+    args.server = args.server or kit.config.get("server")
+    args.workspace = args.workspace or str(kit.root)
+    return kit
+
+
+def site_policy(kit) -> dict:
+    """The site's local/site_policy.json ({} when there is none); UsageError if unreadable."""
+    path = kit.local / "site_policy.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("allow_custom_code", True), bool):
+        raise UsageError(f'{path}: expected {{"allow_custom_code": true|false}}, got {data!r:.200}')
+    return data
+
+
 def check_args(args: argparse.Namespace) -> tuple[str, Path]:
     """The server address and the workspace; UsageError for anything that cannot work."""
-    if not args.insecure:
-        raise UsageError("TLS arrives with `flshell provision`; until then pass --insecure to "
-                         "connect without it (on a trusted network only)")
+    if args.insecure and args.startup:
+        raise UsageError("--insecure and --startup exclude each other")
+    if not args.insecure and not args.startup:
+        raise UsageError("pass --startup KIT (a site startup kit from `flshell provision`: mutual "
+                         "TLS), or --insecure to connect without TLS (on a trusted network only)")
+    if not args.startup:
+        for opt in ("workspace", "name", "server"):
+            if not getattr(args, opt):
+                raise UsageError(f"--{opt} is required without --startup")
     if not _SITE_NAME.match(args.name or "") or args.name in RESERVED_NAMES:
         raise UsageError(f"--name: expected a site name of letters, digits, '.', '_' or '-' "
                          f"(not 'server'), got {args.name!r}")
-    host, port = parse_server(args.server)
+    host, port = parse_server(args.server or "")
     if args.heartbeat_interval is not None and not args.heartbeat_interval > 0:
         raise UsageError(f"--heartbeat-interval: expected seconds > 0, got {args.heartbeat_interval:g}")
     ws = Path(args.workspace).expanduser()
@@ -85,12 +137,17 @@ def check_args(args: argparse.Namespace) -> tuple[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    kit = None
+    policy: dict = {}
     try:
+        if args.startup and not args.insecure:
+            kit = load_site_kit(args)
+            policy = site_policy(kit)
         address, ws = check_args(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.USAGE
-    from runtime.client.job_process import open_transport
+    from runtime.client.job_process import TlsFiles, open_transport
     from runtime.client.process_agent import ProcessSiteAgent
     from runtime.client.sitelog import LogSink
 
@@ -98,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     sink = LogSink(interval=0.5)
-    transport = open_transport(address, tls=None)  # TLS files plug in here with provisioning
+    tls = TlsFiles(kit.ca_path, kit.cert_path, kit.key_path) if kit is not None else None
+    transport = open_transport(address, tls=tls)  # job processes get the same files
 
     registered_once = threading.Event()
 
@@ -111,9 +169,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.name}: server {address} not reachable yet; retrying "
                   f"(details in {ws / 'log.txt'})", file=sys.stderr, flush=True)
 
-    agent = ProcessSiteAgent(args.name, transport, ws, sink, server_address=address,
+    agent = ProcessSiteAgent(args.name, transport, ws, sink, server_address=address, tls=tls,
                              heartbeat_interval=args.heartbeat_interval,
-                             on_registered=registered)
+                             on_registered=registered,
+                             allow_custom_code=bool(policy.get("allow_custom_code", True)))
+    restart: list[bool] = []
+
+    def on_command(action: str) -> None:  # an admin's `shutdown client` / `restart client`
+        restart.append(action == "restart")
+        stop.set()
+
+    agent.on_command = on_command
     agent.logger.info(f"{args.name} starting: server {address}, workspace {ws}")
     agent.start(heartbeats=True)
     threading.Thread(target=say_waiting, daemon=True).start()
@@ -124,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
         agent.stop(timeout=10)
         transport.close()
         sink.close()
+    if restart and restart[0]:
+        from flshell.server_cmd import reexec
+
+        print(f"{args.name} restarting", flush=True)
+        reexec([])
     return exit_codes.OK
 
 

@@ -15,6 +15,7 @@ examples:
   flshell --sites 4                         ... with 4 sites
   flshell --poc                             console on the POC in /tmp/flshell/poc
   flshell --server 127.0.0.1:8003           console on any server's admin port
+  flshell --startup prod/admin@org-a.com    as that admin (startup kit: mutual TLS, its server)
   flshell --poc -c "list_jobs; sites"       run commands and exit
   flshell --poc -f ops.flsh                 run a command file (# comments, one per line)
   cat ops.flsh | flshell --poc              the same from stdin
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
     target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
                         help="attach to the POC in DIR (default /tmp/flshell/poc)")
+    parser.add_argument("--startup", metavar="KIT",
+                        help="attach as the admin of this startup kit (flshell provision): "
+                             "mutual TLS to the server its fed_admin.json names (or --server)")
     parser.add_argument("-c", "--command", dest="commands", metavar="COMMANDS",
                         help='admin commands to run, separated by ";" or newlines')
     parser.add_argument("-f", "--file", dest="script_file", type=Path, metavar="FILE",
@@ -56,9 +60,38 @@ def _address(args: argparse.Namespace) -> tuple[str | None, str]:
             return admin_address(args.poc), f"the POC in {args.poc}"
         except PocError as e:
             raise ConnectionError(str(e)) from None
+    if getattr(args, "startup", None):
+        if args.poc is not None:
+            raise ValueError("--startup and --poc exclude each other (a secure POC's console "
+                             "uses its admin kit already)")
+        from provisioning import KitError, load_kit
+
+        try:
+            kit = load_kit(args.startup)
+        except KitError as e:
+            raise ValueError(str(e)) from None
+        if kit.type != "admin":
+            raise ValueError(f"--startup {args.startup}: a {kit.type} kit, not an admin's")
+        where = args.server or str(kit.config.get("server"))
+        return where, f"{where} as {kit.name} ({kit.role})"
     if args.server:
         return args.server, f"server {args.server}"
     return None, f"an embedded local federation with {args.sites} sites"
+
+
+def open_session(args: argparse.Namespace, address: str):
+    """The admin Session: as the admin of --startup KIT, or of a secure POC's admin kit (mutual
+    TLS; who you are is the certificate's), else plain text as --user."""
+    from runtime.admin import Session
+
+    kit = getattr(args, "startup", None)
+    if kit is None and getattr(args, "poc", None) is not None:
+        from flshell.poc import admin_kit
+
+        kit = admin_kit(args.poc)  # None for an insecure POC
+    if kit is not None:
+        return Session.from_startup_kit(kit, address=address)
+    return Session(address, user=args.user)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.CONNECTION
+    except ValueError as e:  # a startup kit that cannot be used (altered, not an admin's)
+        print(f"error: {e}", file=sys.stderr)
+        return exit_codes.USAGE
     local = None
     if address is None:
         from runtime.server.local import LocalFederation
@@ -93,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             return exit_codes.JOB_FAILED
         address = local.admin_address
     try:
-        with Session(address, user=args.user) as session:
+        with open_session(args, address) as session:
             if script is not None or args.script_file is not None:
                 from flshell.console.script import Runner
 

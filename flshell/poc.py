@@ -5,6 +5,13 @@
     DIR/<site>/                   each site's workspace
     DIR/<name>/stdout.log         each process's output
     DIR/pids/<name>.json          pid + process start time of what `start` launched
+    DIR/prod/                     (secure POC, the default) the provisioned project: ca/, one
+                                  startup kit per participant (server "localhost", each site,
+                                  the project admin "admin@poc"); processes start with --startup
+
+A secure POC runs mutual TLS on both ports like a provisioned federation: `flshell --poc DIR`
+attaches as admin@poc with its kit. `prepare(..., secure=False)` (`--insecure`) makes a plain-
+text one, as before.
 
 `stop` ends exactly the processes `start` recorded (pid and start time must both match, so a
 reused pid is never signalled) and waits for them.
@@ -29,6 +36,10 @@ import psutil
 DEFAULT_DIR = Path("/tmp/flshell/poc")
 HOST = "127.0.0.1"
 MANIFEST = "poc.json"
+KITS_DIR = "prod"
+SERVER_NAME = "localhost"  # the server's certificate covers localhost and 127.0.0.1
+ADMIN = "admin@poc"
+ORG = "poc"
 
 
 class PocError(RuntimeError):
@@ -52,10 +63,14 @@ def _manifest(root: Path) -> dict[str, Any]:
 
 
 def prepare(root: Path, n_sites: int = 2, sites: list[str] | None = None, force: bool = False,
-            heartbeat_interval: float = 2.0, lost_after: float = 10.0) -> dict[str, Any]:
+            heartbeat_interval: float = 2.0, lost_after: float = 10.0,
+            secure: bool = True) -> dict[str, Any]:
+    """Make the POC workspace. `secure` (the default): provision a project for it (CA, signed
+    startup kits) so both ports run mutual TLS; False: plain text."""
     root = Path(root).absolute()
     names = sites or [f"site-{i}" for i in range(1, n_sites + 1)]
-    bad = [s for s in names if not re.fullmatch(r"[A-Za-z0-9_.@-]+", s) or s in ("server", "pids")]
+    bad = [s for s in names if not re.fullmatch(r"[A-Za-z0-9_.@-]+", s)
+           or s in ("server", "pids", KITS_DIR)]
     if bad or not names:
         raise PocError(f"invalid site names: {', '.join(bad) or '(none)'} (letters, digits, _ . @ -)")
     if len(set(names)) != len(names):
@@ -77,12 +92,60 @@ def prepare(root: Path, n_sites: int = 2, sites: list[str] | None = None, force:
         (root / s).mkdir(parents=True, exist_ok=True)
     manifest = {"sites": names, "host": HOST, "fl_port": fl_port, "admin_port": admin_port,
                 "fl_address": f"{HOST}:{fl_port}", "admin_address": f"{HOST}:{admin_port}",
-                "heartbeat_interval": heartbeat_interval}
+                "heartbeat_interval": heartbeat_interval, "secure": secure}
+    if secure:
+        manifest["kits"] = _provision(root, names, fl_port, admin_port, heartbeat_interval,
+                                      lost_after)
+        manifest["admin_kit"] = manifest["kits"][ADMIN]
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
+def _provision(root: Path, names: list[str], fl_port: int, admin_port: int,
+               heartbeat_interval: float, lost_after: float) -> dict[str, str]:
+    """Provision the POC's project into DIR/prod; {participant name: kit folder}."""
+    from provisioning import ProjectError, project_from_dict, provision
+
+    project = {"name": "poc", "participants": [
+        {"type": "server", "name": SERVER_NAME, "host": HOST, "fl_port": fl_port,
+         "admin_port": admin_port},
+        *({"type": "client", "name": s, "org": ORG} for s in names),
+        {"type": "admin", "name": ADMIN, "org": ORG, "role": "project_admin"}]}
+    try:
+        kits = provision(project_from_dict(project, "the POC's project"), root / KITS_DIR)
+    except ProjectError as e:
+        raise PocError(f"cannot provision the POC: {e.message} (or prepare --insecure)") from None
+    resources = kits[SERVER_NAME] / "local" / "resources.json"  # local/ is the server's to edit
+    resources.write_text(json.dumps({"max_jobs": 2, "heartbeat_interval": heartbeat_interval,
+                                     "lost_after": lost_after}, indent=2) + "\n")
+    return {name: str(path) for name, path in kits.items()}
+
+
+def admin_kit(root: Path | str) -> str | None:
+    """The admin startup kit of a secure POC (None for an insecure one)."""
+    m = _manifest(Path(root).absolute())
+    return m.get("admin_kit") if m.get("secure") else None
+
+
+def admin_session(root: Path | str, timeout: float = 30.0, m: dict[str, Any] | None = None):
+    """An admin Session on the POC: as admin@poc with its kit when the POC is secure."""
+    from runtime.admin import Session
+
+    m = m or _manifest(Path(root).absolute())
+    if m.get("secure"):
+        return Session.from_startup_kit(m["admin_kit"], address=m["admin_address"],
+                                        timeout=timeout)
+    return Session(m["admin_address"], timeout=timeout)
+
+
 def _command(root: Path, m: dict[str, Any], name: str) -> list[str]:
+    if m.get("secure"):
+        if name == "server":
+            return [sys.executable, "-m", "flshell.cli", "server", "--startup",
+                    m["kits"][SERVER_NAME], "--workspace", str(root / "server")]
+        return [sys.executable, "-m", "flshell.cli", "client", "--startup", m["kits"][name],
+                "--workspace", str(root / name), "--server", m["fl_address"],
+                "--heartbeat-interval", str(m.get("heartbeat_interval", 2.0))]
     if name == "server":
         return [sys.executable, "-m", "flshell.cli", "server", "--workspace", str(root / "server"),
                 "--insecure"]
@@ -155,12 +218,11 @@ def start(root: Path, names: list[str] | None = None, timeout: float = 30.0) -> 
 
 
 def _wait_ready(root: Path, m: dict[str, Any], sites: list[str], timeout: float) -> None:
-    from runtime.admin import Session
     from runtime.admin.errors import AdminError
 
     deadline = time.monotonic() + timeout
     last = "no answer"
-    with Session(m["admin_address"], timeout=2.0) as session:
+    with admin_session(root, timeout=2.0, m=m) as session:
         while time.monotonic() < deadline:
             for name in ["server", *sites]:
                 if _recorded(root, name) is None:
@@ -243,13 +305,13 @@ def status(root: Path) -> dict[str, Any]:
     members = [{"name": n, "running": n in procs, "pid": procs[n].pid if n in procs else None}
                for n in ["server", *m["sites"]]]
     out: dict[str, Any] = {"workspace": str(root), "admin_address": m["admin_address"],
-                           "fl_address": m["fl_address"], "members": members, "sites": None}
+                           "fl_address": m["fl_address"], "members": members, "sites": None,
+                           "secure": bool(m.get("secure")), "admin_kit": m.get("admin_kit")}
     if "server" in procs:
-        from runtime.admin import Session
         from runtime.admin.errors import AdminError
 
         try:
-            with Session(m["admin_address"], timeout=3.0) as s:
+            with admin_session(root, timeout=3.0, m=m) as s:
                 out["sites"] = s.list_sites()
         except AdminError as e:
             out["server_error"] = str(e)

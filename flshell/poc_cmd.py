@@ -11,7 +11,8 @@ from flshell import exit_codes
 
 EPILOG = """\
 examples:
-  flshell poc prepare -n 2            server + site-1 + site-2 in /tmp/flshell/poc
+  flshell poc prepare -n 2            server + site-1 + site-2 in /tmp/flshell/poc (mutual TLS)
+  flshell poc prepare -n 2 --insecure ... in plain text
   flshell poc start                   start them in the background; prints the admin address
   flshell --poc -c "submit_job examples/hello-numpy"
   flshell poc status
@@ -40,6 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      help="number of sites, site-1..site-N (default 2)")
     who.add_argument("-c", "--clients", help="comma-separated site names")
     q.add_argument("--force", action="store_true", help="replace an existing (stopped) POC")
+    q.add_argument("--insecure", action="store_true",
+                   help="plain-text gRPC, no certificates (default: a provisioned project in "
+                        "DIR/prod, mutual TLS on both ports, the console as admin@poc)")
     q.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds (default 2)")
     q.add_argument("--lost-after", type=float, default=10.0,
                    help="silent seconds before a site is LOST (default 10)")
@@ -71,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
                 raise poc.PocError(f"-n {args.n_sites}: need at least 1 site")
             sites = [s.strip() for s in args.clients.split(",")] if args.clients else None
             m = poc.prepare(root, args.n_sites, sites, force=args.force,
-                            heartbeat_interval=args.heartbeat_interval, lost_after=args.lost_after)
+                            heartbeat_interval=args.heartbeat_interval, lost_after=args.lost_after,
+                            secure=not args.insecure)
             print(f"POC prepared in {root.absolute()}: server + {', '.join(m['sites'])}")
+            if m.get("secure"):
+                print(f"mutual TLS: startup kits in {root.absolute() / poc.KITS_DIR}; the console "
+                      f"attaches as {poc.ADMIN} ({m['admin_kit']})")
+            else:
+                print("insecure: plain-text gRPC, no authentication")
             print(f"start it with: flshell poc start -w {root}")
         elif action == "start":
             m = poc.start(root, args.names or None)
@@ -95,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_status(st: dict) -> None:
-    print(f"POC {st['workspace']}: admin {st['admin_address']}")
+    mode = f"mutual TLS, admin kit {st['admin_kit']}" if st.get("secure") else "insecure"
+    print(f"POC {st['workspace']}: admin {st['admin_address']} ({mode})")
     for m in st["members"]:
         state = f"running (pid {m['pid']})" if m["running"] else "stopped"
         print(f"  {m['name']:<16} {state}")

@@ -99,9 +99,13 @@ def _build(project: Project, root: Path) -> None:
         certs.write_private(startup / f"{stem}.key", certs.key_pem(key))
         (startup / CA_FILE).write_bytes(ca_pem)
         if p.type == "server":
+            # the project's sites and admins: a certificate of this CA naming anyone else
+            # (signed outside provisioning) is refused by the server
             _write_json(startup / "fed_server.json", {
                 "project": project.name, "name": p.name, "host": p.host,
-                "fl_port": p.fl_port, "admin_port": p.admin_port, "role": "server"})
+                "fl_port": p.fl_port, "admin_port": p.admin_port, "role": "server",
+                "sites": [c.name for c in project.clients],
+                "admins": [a.name for a in project.admins]})
             _write_run_scripts(startup, project.name, p.name, "server")
             write_policy(local / "authorization.json")
             _write_json(local / "resources.json", DEFAULT_RESOURCES)

@@ -291,29 +291,41 @@ def _sys_info(r: "Runner", a: argparse.Namespace) -> int:
     return OK
 
 
-def _not_supported(what: str, instead: str) -> Callable[["Runner", argparse.Namespace], int]:
+def _operate(action: str) -> Callable[["Runner", argparse.Namespace], int]:
     def fn(r: "Runner", a: argparse.Namespace) -> int:
-        raise CommandFailed(f"not supported by this server yet: its admin port has no call to {what}; {instead}")
+        target = getattr(a, "target", "client")
+        sites = list(getattr(a, "sites", None) or ([a.site] if getattr(a, "site", None) else []))
+        if target == "server" and sites:
+            raise UsageError(f"{action} server takes no site names")
+        reply = r.session.operate(action, target, sites)
+        r.emit(reply, reply.get("message"))
+        return OK
     return fn
 
 
-_STOP_INSTEAD = ("stop a POC with `flshell poc stop`, a server or client with SIGTERM (Ctrl-C) where it runs")
-command("shutdown", "stop the server or clients (not supported by the server yet)",
+def _ask_operate(action: str) -> Callable[["Runner", argparse.Namespace], str]:
+    def ask(r: "Runner", a: argparse.Namespace) -> str:
+        if getattr(a, "target", None) == "server":
+            return f"{action} the server?"
+        who = ", ".join(getattr(a, "sites", None) or []) or "every connected site"
+        return f"{action} {who}?"
+    return ask
+
+
+command("shutdown", "stop the server, or sites (all connected ones unless named)",
         arg("target", metavar="server|client", choices=["server", "client"]),
-        arg("sites", metavar="SITE", nargs="*"), group=SITES, destructive=True, supported=False,
-        completions={"target": "choices:server,client", "sites": "site"})(
-    _not_supported("shut down a server or site", _STOP_INSTEAD))
-command("restart", "restart the server or clients (not supported by the server yet)",
+        arg("sites", metavar="SITE", nargs="*"), group=SITES, destructive=True,
+        question=_ask_operate("shut down"),
+        completions={"target": "choices:server,client", "sites": "site"})(_operate("shutdown"))
+command("restart", "restart the server (running jobs resume after their last round) or sites",
         arg("target", metavar="server|client", choices=["server", "client"]),
-        arg("sites", metavar="SITE", nargs="*"), group=SITES, destructive=True, supported=False,
-        completions={"target": "choices:server,client", "sites": "site"})(
-    _not_supported("restart a server or site", "restart the process where it runs (`flshell poc stop` then "
-                                               "`flshell poc start` for a POC)"))
-command("remove_client", "make the server forget a site (not supported by the server yet)",
-        arg("site", metavar="SITE"), group=SITES, destructive=True, supported=False,
-        completions={"site": "site"})(
-    _not_supported("remove a site", "stop the site's process; the server marks it LOST after its heartbeat "
-                                    "timeout"))
+        arg("sites", metavar="SITE", nargs="*"), group=SITES, destructive=True,
+        question=_ask_operate("restart"),
+        completions={"target": "choices:server,client", "sites": "site"})(_operate("restart"))
+command("remove_client", "make the server forget a site (its tasks fail; it may register again)",
+        arg("site", metavar="SITE"), group=SITES, destructive=True,
+        question=lambda r, a: f"remove {a.site} from the server?",
+        completions={"site": "site"})(_operate("remove_client"))
 
 
 # ---- shell ---------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ class NotFound(AdminError):
     """Something other than a job is missing, e.g. a site's log for a job."""
 
 
+class Denied(AdminError):
+    """The server's authorization policy refuses this admin the command ("member cannot
+    submit_job"), or the admin's certificate is not accepted on the admin port."""
+
+
 class ServerUnreachable(AdminError):
     """The server's admin port did not answer: it is not running, or the address is wrong."""
 
@@ -48,4 +53,7 @@ ERROR_KINDS: dict[str, type[AdminError]] = {
     "bad_upload": BadUpload,
     "bad_argument": BadArgument,
     "not_found": NotFound,
+    "denied": Denied,
+    "unauthenticated": Denied,
+    "too_large": BadArgument,
 }

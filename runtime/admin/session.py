@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import grpc
 
-from runtime.admin.errors import ERROR_KINDS, AdminError, BadUpload, ServerUnreachable
+from runtime.admin.errors import ERROR_KINDS, AdminError, BadUpload, Denied, ServerUnreachable
 from runtime.jobs.upload import UploadError, pack_job
 from runtime.proto import admin_pb2, admin_pb2_grpc
 from runtime.transport.grpc_server import MAX_MESSAGE
@@ -102,7 +102,30 @@ class Session:
         self.channel = (grpc.secure_channel(address, credentials, options) if credentials
                         else grpc.insecure_channel(address, options))
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.kit: Any = None  # the startup kit, for a session made by from_startup_kit
         self._closed = False
+
+    @classmethod
+    def from_startup_kit(cls, kit_dir: str | os.PathLike[str], address: str | None = None,
+                         timeout: float = 30.0) -> "Session":
+        """A session as the admin of a startup kit (`flshell provision`): the kit is verified
+        (provisioning.KitError if it was altered), its certificate authenticates the session
+        over mutual TLS, and the server's admin address comes from its fed_admin.json unless
+        `address` is given. The admin's name, org and role are the certificate's."""
+        from provisioning import KitError, load_kit
+
+        kit = load_kit(kit_dir)
+        if kit.type != "admin":
+            raise KitError(f"{kit.root}: a {kit.type} kit, not an admin's (fed_admin.json)",
+                           [(kit.root.name, "not an admin kit")])
+        target = address or kit.config.get("server")
+        if not isinstance(target, str) or ":" not in target:
+            raise KitError(f"{kit.startup / 'fed_admin.json'}: no \"server\" HOST:PORT",
+                           [("fed_admin.json", "no server")])
+        session = cls(target, credentials=kit.channel_credentials(), user=kit.name,
+                      timeout=timeout)
+        session.kit = kit
+        return session
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -115,6 +138,8 @@ class Session:
             return ERROR_KINDS[kind](details)
         if self._closed:
             return AdminError("the session is closed")
+        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            return Denied(details)
         if code == grpc.StatusCode.UNAVAILABLE or (code == grpc.StatusCode.CANCELLED and "server" in details.lower()):
             return ServerUnreachable(f"server unreachable at {self.address}: {details}; is the server "
                                      "running, and are the host and admin port right?")
@@ -266,6 +291,13 @@ class Session:
 
     def system_info(self) -> dict[str, Any]:
         return self._json(self.stub.SystemInfo)
+
+    def operate(self, action: str, target: str | None = None,
+                sites: list[str] | None = None) -> dict[str, Any]:
+        """shutdown / restart the server or sites (`target` "server" | "client"), or
+        remove_client (`sites`); returns {"done": [...], "message": ...}."""
+        return self._json(self.stub.Operate, action=action, target=target, sites=sites or [],
+                          user=self.user)
 
     def tail_log(self, ref: str, site: str | None = None, lines: int = 50,
                  follow: bool = False) -> Iterator[str]:

@@ -25,6 +25,7 @@ from runtime.transport.base import (
     JobEnd,
     JobStart,
     JobState,
+    SiteCommand,
     SiteMessage,
     SiteTransport,
     TaskAssignment,
@@ -105,6 +106,7 @@ class SiteAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.registered = False
+        self.on_command: Callable[[str], None] | None = None  # see command()
         self.heartbeat_interval = 5.0
         self.logger = site_logger(f"site.{name}", log_sink.writer(self.workspace / "log.txt"))
 
@@ -172,6 +174,17 @@ class SiteAgent:
             self._start_task(msg)
         elif isinstance(msg, JobEnd):
             self._end_job(msg.job_id, msg.status)
+        elif isinstance(msg, SiteCommand):
+            self.command(msg.action)
+
+    def command(self, action: str) -> None:
+        """An operator's shutdown / restart: `on_command(action)` decides (the site process
+        exits, or re-executes itself); without one, the agent stops."""
+        self.logger.info(f"{self.name}: operator command {action!r}")
+        if self.on_command is not None:
+            self.on_command(action)
+        else:
+            self.request_stop()
 
     def request_stop(self) -> None:
         self._stop.set()

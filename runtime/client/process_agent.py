@@ -34,16 +34,22 @@ from runtime.client.apps import DownloadedApps
 from runtime.client.backoff import Backoff
 from runtime.client.sitelog import LogSink
 from runtime.jobs import JobError
+from runtime.jobs.upload import has_custom_code
 from runtime.transport.base import (
     JobEnd,
     JobStart,
     JobState,
+    SiteCommand,
     SiteMessage,
     SiteTransport,
     TaskAssignment,
     TaskResult,
     TransportError,
 )
+
+class PolicyVeto(Exception):
+    """The site's local policy refuses the job (e.g. no custom code); the message says why."""
+
 
 MARKER = "process.json"  # in jobs/<id>/ while a child of this site may run that job
 STDERR_TAIL = 20  # lines of a dead child's stderr reported with its failure
@@ -87,7 +93,10 @@ class ProcessSiteAgent(SiteAgent):
         end_grace: float = 5.0,
         abort_grace: float = 0.4,
         on_registered: Callable[[], None] | None = None,
+        allow_custom_code: bool = True,
     ) -> None:
+        """`allow_custom_code` False (the site's local/site_policy.json): a job that brings its
+        own code (a .py file under custom/) is refused here: reported FAILED, with the reason."""
         super().__init__(name, transport, DownloadedApps(transport, name, workspace), workspace,
                          log_sink, info={**(info or {}), "job_processes": True},
                          poll_timeout=poll_timeout)
@@ -99,6 +108,7 @@ class ProcessSiteAgent(SiteAgent):
         self.end_grace = end_grace  # a completed job's child gets this long to exit by itself
         self.abort_grace = abort_grace  # an aborted one's this long, then SIGTERM, then SIGKILL
         self.on_registered = on_registered
+        self.allow_custom_code = allow_custom_code
         self.children: dict[str, JobChild] = {}
         self._tombstones: dict[str, threading.Event] = {}
         self._ended_here: collections.deque[str] = collections.deque(maxlen=256)  # took their JobEnd
@@ -145,6 +155,8 @@ class ProcessSiteAgent(SiteAgent):
                              daemon=True).start()
         elif isinstance(msg, JobEnd):
             self._on_job_end(msg)
+        elif isinstance(msg, SiteCommand):
+            self.command(msg.action)
         elif isinstance(msg, TaskAssignment):  # a server that does not route tasks per job
             self._fail_task(msg, f"{self.name} runs jobs in processes, but task "
                                  f"'{msg.task_name}' came to the site's inbox, not the job's")
@@ -152,12 +164,15 @@ class ProcessSiteAgent(SiteAgent):
     def _launch(self, msg: JobStart, child: JobChild) -> None:
         try:
             app = self.app_source(msg)
+            if not self.allow_custom_code and has_custom_code(app.root.parent):
+                raise PolicyVeto(f"{self.name} does not allow custom code (local/site_policy.json)")
             if not child.ended.is_set():
                 self._spawn(child, msg, app.root)
         except Exception as e:  # noqa: BLE001 - reported to the server, the site stays up
             with self._lock:
                 self.children.pop(msg.job_id, None)
-            detail = str(e) if isinstance(e, (JobError, TransportError, OSError)) else traceback.format_exc()
+            detail = str(e) if isinstance(e, (JobError, TransportError, OSError, PolicyVeto)) \
+                else traceback.format_exc()
             detail = f"job {msg.job_id} could not start on {self.name}: {detail}"
             self.logger.error(detail)
             self._report_failed(msg.job_id, detail)

@@ -487,3 +487,31 @@ def _size(n: int) -> str:
             value = n / scale
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{n} bytes"
+
+
+# ---- custom code ("bring your own code"): what a site policy or the byoc right looks at ------
+
+CUSTOM_DIR = "custom"
+
+
+def _is_custom_code(parts: tuple[str, ...]) -> bool:
+    return len(parts) >= 2 and parts[-1].endswith(".py") and CUSTOM_DIR in parts[:-1]
+
+
+def has_custom_code(folder: str | Path) -> bool:
+    """Whether a job (or app) folder brings its own code: a .py file under a `custom/` folder."""
+    root = Path(folder)
+    return any(_is_custom_code(p.relative_to(root).parts) for p in root.rglob("*.py")
+               if p.is_file())
+
+
+def archive_has_custom_code(data: bytes | bytearray | memoryview) -> bool:
+    """`has_custom_code` for a job archive (pack_job's zip), from its entry names only; an archive
+    that is not a readable zip counts as having none (unpacking it will refuse it anyway)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return False
+    return any(_is_custom_code(tuple(p for p in n.replace("\\", "/").split("/") if p))
+               for n in names)

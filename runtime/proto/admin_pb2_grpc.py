@@ -89,6 +89,11 @@ class AdminServiceStub:
                 request_serializer=runtime_dot_proto_dot_admin__pb2.WatchRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.Event.FromString,
                 _registered_method=True)
+        self.Operate = channel.unary_unary(
+                '/flshell.admin.AdminService/Operate',
+                request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -171,6 +176,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Operate(self, request, context):
+        """{"action": "shutdown"|"restart"|"remove_client", "target": "server"|"client",
+        "sites": [...]} -> {"done": [...], "message": "..."}: operate the federation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +241,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.WatchRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.Event.SerializeToString,
+            ),
+            'Operate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Operate,
+                    request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +545,33 @@ class AdminService:
             '/flshell.admin.AdminService/Watch',
             runtime_dot_proto_dot_admin__pb2.WatchRequest.SerializeToString,
             runtime_dot_proto_dot_admin__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Operate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flshell.admin.AdminService/Operate',
+            runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
+            runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,10 @@
 """Recipes: jobs written in Python, run with `recipe.execute(SimEnv(num_clients=8))` or, on a
-running POC federation, `recipe.execute(PocEnv())`."""
+running POC federation, `recipe.execute(PocEnv())`, or on a provisioned one as an admin,
+`recipe.execute(ProdEnv("prod/admin@org.com"))`."""
 
 from runtime.recipes.base import Recipe, component
-from runtime.recipes.envs import (POC_MANIFEST, Env, EnvError, PocEnv, PocRun, Run, SimEnv, SimRun,
-                                  read_poc_manifest)
+from runtime.recipes.envs import (POC_MANIFEST, Env, EnvError, PocEnv, PocRun, ProdEnv, Run, SimEnv,
+                                  SimRun, read_poc_manifest)
 from runtime.recipes.fedavg import FedAvgRecipe, NumpyFedAvgRecipe, add_experiment_tracking
 from runtime.recipes.lr import FedAvgLrRecipe
 
@@ -16,6 +17,7 @@ __all__ = [
     "POC_MANIFEST",
     "PocEnv",
     "PocRun",
+    "ProdEnv",
     "Recipe",
     "Run",
     "SimEnv",

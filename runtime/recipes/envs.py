@@ -1,5 +1,6 @@
-"""Where a recipe runs: SimEnv (the simulator, in this process) and PocEnv (a running POC
-federation, or any server's admin port); ProdEnv comes with startup kits.
+"""Where a recipe runs: SimEnv (the simulator, in this process), PocEnv (a running POC
+federation, or any server's admin port) and ProdEnv (a provisioned federation, through an admin
+startup kit: mutual TLS, the admin's rights).
 
 `recipe.execute(env)` returns a Run; SimRun and PocRun answer the same questions (job id,
 status, wait, result folder, last round's metrics, logs, abort)."""
@@ -15,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.admin import FINAL_STATUSES, Refused, ServerUnreachable, Session
+from runtime.admin import FINAL_STATUSES, Denied, Refused, ServerUnreachable, Session
 from runtime.jobs.errors import ArgError, check_positive_int
 from runtime.sim.simulator import DEFAULT_WORKSPACE_ROOT, SimulationResult, Simulator
 
@@ -188,14 +189,29 @@ def read_poc_manifest(poc_workspace: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _open_session(address: str, startup_kit: str | Path | None, timeout: float) -> Session:
+    """A Session on `address`: as the admin of `startup_kit` (mutual TLS) when given."""
+    if startup_kit is None:
+        return Session(address, timeout=timeout)
+    from provisioning import KitError
+
+    try:
+        return Session.from_startup_kit(startup_kit, address=address, timeout=timeout)
+    except KitError as e:
+        raise EnvError(f"the admin startup kit cannot be used: {e}") from None
+
+
 class PocRun(Run):
     """A job submitted to a server. When it has ended, `wait()` / `get_result()` download the
     job's server folder (result/, rounds/, metrics.jsonl, logs/) to `<workspace_root>/<job id>/`
     (`self.workspace`), then answer from there. `job` is the last record the server gave."""
 
     def __init__(self, address: str, job_id: str, workspace_root: str | Path = DEFAULT_POC_RUNS_ROOT,
-                 session_timeout: float = 30.0, poll: float = 2.0) -> None:
+                 session_timeout: float = 30.0, poll: float = 2.0,
+                 startup_kit: str | Path | None = None) -> None:
+        """`startup_kit`: an admin startup kit; the run's sessions use it (mutual TLS)."""
         self.address = address
+        self.startup_kit = startup_kit
         self.job_id = job_id
         self.workspace_root = Path(workspace_root)
         self.session_timeout = session_timeout
@@ -209,7 +225,8 @@ class PocRun(Run):
         """The admin session this run uses (opened on first use, closed once downloaded)."""
         with self._lock:
             if self._session is None:
-                self._session = Session(self.address, timeout=self.session_timeout)
+                self._session = _open_session(self.address, self.startup_kit,
+                                              self.session_timeout)
             return self._session
 
     def close(self) -> None:
@@ -345,6 +362,7 @@ class PocEnv(Env):
         self.wait = wait
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.startup_kit: str | None = None  # a secure POC's admin kit (set by connect())
 
     # ---- finding the server --------------------------------------------------------------------
 
@@ -368,6 +386,8 @@ class PocEnv(Env):
         manifest = read_poc_manifest(self.poc_workspace)
         if self.start:
             self._start_poc()
+        if manifest.get("secure") and isinstance(manifest.get("admin_kit"), str):
+            self.startup_kit = manifest["admin_kit"]  # mutual TLS as the POC's admin
         sites = manifest.get("sites")
         return manifest["admin_address"], [str(s) for s in sites] if isinstance(sites, list) else None
 
@@ -405,7 +425,7 @@ class PocEnv(Env):
 
     def deploy(self, recipe: "Recipe") -> Run:
         address, poc_sites = self.connect()
-        with Session(address, timeout=self.connect_timeout) as session:
+        with _open_session(address, self.startup_kit, self.connect_timeout) as session:
             self._check_sites(session, recipe, poc_sites)
             session.timeout = 30.0
             with tempfile.TemporaryDirectory(prefix="flshell-recipe-") as tmp:
@@ -414,8 +434,86 @@ class PocEnv(Env):
                     job_id = session.submit_job(job_dir)
                 except ServerUnreachable as e:
                     raise EnvError(f"submitting {recipe.name!r} failed: {e}") from None
-        run = PocRun(address, job_id, self.workspace_root)
+                except Denied as e:
+                    raise EnvError(f"submitting {recipe.name!r} was refused: {e}") from None
+        run = PocRun(address, job_id, self.workspace_root, startup_kit=self.startup_kit)
         if self.wait:
             run.wait(self.timeout)
         return run
 
+
+
+# ---- a provisioned federation, through an admin's startup kit -------------------------------
+
+DEFAULT_PROD_RUNS_ROOT = Path("/tmp/flshell/prod_runs")
+
+
+def find_admin_kit(location: str | Path, username: str | None = None) -> Path:
+    """The admin kit folder: `location` itself (prod/admin@org.com), or, with `username`,
+    `location/<username>` (prod/); EnvError saying what is there otherwise."""
+    root = Path(location).expanduser().absolute()
+    candidates = [root]
+    if username:
+        candidates.insert(0, root / username)
+    for c in candidates:
+        if (c / "startup" / "fed_admin.json").is_file():
+            return c
+    if root.name == "startup" and (root / "fed_admin.json").is_file():
+        return root.parent
+    kits = sorted(q.parent.parent.name for q in root.glob("*/startup/fed_admin.json"))
+    hint = f"; admin kits there: {', '.join(kits)} (pass username=...)" if kits else ""
+    raise EnvError(f"no admin startup kit at {root}"
+                   + (f" or {root / username}" if username else "")
+                   + f" (an admin kit holds startup/fed_admin.json; make kits with "
+                     f"`flshell provision project.yml`){hint}")
+
+
+class ProdEnv(PocEnv):
+    """Run on a provisioned federation (`flshell provision`), submitting as the admin of a
+    startup kit: the session runs mutual TLS with the kit's certificate, to the server its
+    fed_admin.json names, and the server's authorization policy applies to that admin (a
+    `member` cannot submit: EnvError with the server's reason). Returns the same Run as PocEnv.
+
+    Args:
+        startup_kit_location: the admin's kit folder (prod/admin@org.com), or the folder of
+            kits (prod/) with `username`.
+        username: the admin's name (e-mail); if given, the kit must be that admin's.
+        num_clients, workspace_root, wait, timeout, connect_timeout: as PocEnv.
+        admin_address: "HOST:PORT" instead of the kit's fed_admin.json "server".
+    """
+
+    def __init__(
+        self,
+        startup_kit_location: str | Path,
+        username: str | None = None,
+        num_clients: int | None = None,
+        workspace_root: str | Path = DEFAULT_PROD_RUNS_ROOT,
+        wait: bool = True,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        admin_address: str | None = None,
+    ) -> None:
+        from provisioning import KitError, load_kit
+
+        kit_dir = find_admin_kit(startup_kit_location, username)
+        try:
+            kit = load_kit(kit_dir)
+        except KitError as e:
+            raise EnvError(f"the admin startup kit cannot be used: {e}") from None
+        if kit.type != "admin":
+            raise EnvError(f"{kit_dir} is a {kit.type} kit, not an admin's")
+        if username is not None and kit.name != username:
+            raise EnvError(f"{kit_dir} is the kit of {kit.name}, not of {username}")
+        address = admin_address or kit.config.get("server")
+        if not isinstance(address, str) or ":" not in address:
+            raise EnvError(f"{kit.startup / 'fed_admin.json'} names no server HOST:PORT")
+        super().__init__(num_clients=num_clients, admin_address=address,
+                         workspace_root=workspace_root, wait=wait, timeout=timeout,
+                         connect_timeout=connect_timeout)
+        self.kit = kit
+        self.username = kit.name
+        self.startup_kit = str(kit.root)
+
+    def connect(self) -> tuple[str, list[str] | None]:
+        assert self.admin_address is not None
+        return self.admin_address, None

@@ -1,10 +1,17 @@
-"""The admin port: a gRPC servicer over the JobManager that unpacks calls and maps errors to codes."""
+"""The admin port: a gRPC servicer over the JobManager that unpacks calls and maps errors to codes.
+
+Every call is authenticated and authorized by the port's `Authorizer` (runtime.server.authz):
+with mutual TLS the caller is its certificate and the authorization policy decides each command
+(a denial is PERMISSION_DENIED, "member cannot submit_job"), and every decision goes to the
+audit log. Without TLS the caller is the name the client sends and everything is allowed.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -13,10 +20,12 @@ from typing import Any, BinaryIO, Callable
 import grpc
 
 from runtime.jobs import JobError
-from runtime.jobs.upload import UploadError, UploadLimits
-from runtime.proto import admin_pb2, admin_pb2_grpc
+from runtime.jobs.upload import UploadError, UploadLimits, archive_has_custom_code, has_custom_code
+from runtime.proto import admin_pb2
+from runtime.server.authz import SUBMITTER_ORG, Authorizer, Caller, Denied, Unauthenticated
 from runtime.server.job_store import AmbiguousJob, JobStoreError, UnknownJob
 from runtime.transport.grpc_server import MAX_MESSAGE
+from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
 from runtime.transport.health import ServingPort
 
 log = logging.getLogger(__name__)
@@ -29,16 +38,21 @@ TAIL_QUIET_POLLS = 5          # a followed log ends once the job is done and it 
 ERROR_KEY = "flshell-error"   # trailing metadata: the kind of error, for the client to raise
 SEQ_KEY = "flshell-seq"       # Watch's initial metadata: the bus's last seq when the watcher subscribed
 _TAIL_BLOCK = 64 * 1024
-
-
-def _caller(context: grpc.ServicerContext, header: dict[str, Any]) -> str:
-    """Who makes the call. For now the name the client sends (or "admin"); the security issue
-    takes it from the client's TLS certificate instead, here and nowhere else."""
-    user = header.get("user")
-    return user if isinstance(user, str) and user.strip() else "admin"
+UPLOAD_DEADLINE = 600.0       # seconds a job upload may take, whatever the client's deadline
+MAX_RECEIVE = CHUNK_SIZE + HEADROOM  # the largest message the admin port accepts
+_NO_JOB = object()  # _authorize: the command is not about one job
+_SITE = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+OPERATE_ACTIONS = ("shutdown", "restart", "remove_client")
 
 
 def _error_kind(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    if isinstance(e, Denied):
+        return grpc.StatusCode.PERMISSION_DENIED, "denied"
+    if isinstance(e, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"
+    if isinstance(e, RequestRefused):
+        return e.code, ("too_large" if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                        else "bad_argument")
     if isinstance(e, UnknownJob):  # before JobStoreError, its base
         return grpc.StatusCode.NOT_FOUND, "unknown_job"
     if isinstance(e, AmbiguousJob):
@@ -124,15 +138,18 @@ def _whole_lines(pending: bytearray, final: bool) -> bytes:
     return out
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    """Thin: every method unpacks, calls the JobManager, packs; errors become gRPC codes plus a
-    `flshell-error` kind in trailing metadata (see runtime.admin.errors)."""
+class AdminServicer:
+    """Thin: every method authenticates and authorizes the caller (runtime.server.authz), unpacks,
+    calls the JobManager, packs; errors become gRPC codes plus a `flshell-error` kind in trailing
+    metadata (see runtime.admin.errors)."""
 
     def __init__(self, manager: Any, watch_queue: int = WATCH_QUEUE,
-                 max_upload_bytes: int = UploadLimits().max_upload_bytes) -> None:
+                 max_upload_bytes: int = UploadLimits().max_upload_bytes,
+                 authorizer: Authorizer | None = None) -> None:
         self.manager = manager
         self.watch_queue = watch_queue
         self.max_upload_bytes = max_upload_bytes
+        self.authz = authorizer or Authorizer()
 
     def _abort(self, context: grpc.ServicerContext, e: Exception) -> None:
         mapped = _error_kind(e)
@@ -145,11 +162,58 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         context.set_trailing_metadata(((ERROR_KEY, kind),))
         context.abort(code, str(e))
 
+    def _refused(self, context: grpc.ServicerContext, e: RequestRefused) -> None:
+        """A request refused before parsing (guard): say so in the metadata too."""
+        context.set_trailing_metadata(((ERROR_KEY, _error_kind(e)[1]),))  # type: ignore[index]
+
+    # ---- who, and may they --------------------------------------------------------------------
+
+    def _caller(self, context: grpc.ServicerContext, header: dict[str, Any] | None = None) -> Caller:
+        """Who makes the call: decided by the Authorizer, from the TLS certificate when there is
+        one (never from a request field), else the name the client sends."""
+        try:
+            return self.authz.caller(context, header)
+        except Unauthenticated as e:
+            log.warning(f"refused an admin call from {context.peer()}: {e}")
+            if self.authz.audit is not None:
+                self.authz.audit.command(Caller("?"), "connect", "denied", str(e),
+                                         peer=context.peer())
+            raise
+
+    def _job_owner(self, ref: Any) -> tuple[str, str | None, str | None]:
+        """(job id, submitter, submitter's org) of the job `ref` names."""
+        owner = getattr(self.manager, "job_owner", None)
+        if owner is not None:
+            return owner(_ref(ref))
+        job = self.manager.get_job(_ref(ref))
+        return job["job_id"], job.get("submitter"), (job.get("extra") or {}).get(SUBMITTER_ORG)
+
+    def _authorize(self, context: grpc.ServicerContext, command: str, rights: list[str],
+                   args: dict[str, Any] | None = None, job_ref: Any = _NO_JOB,
+                   collection: bool = False, **extra: Any) -> tuple[Caller, str | None]:
+        """The caller, after the policy allowed `rights` (on the job `job_ref` names, if any);
+        Denied otherwise. Every outcome is audited, a job that does not exist included."""
+        caller = self._caller(context, args)
+        job_id = owner = org = None
+        if job_ref is not _NO_JOB:
+            try:
+                job_id, owner, org = self._job_owner(job_ref)
+            except Exception as e:  # noqa: BLE001 - unknown / ambiguous job: audited, then raised
+                if self.authz.audit is not None:
+                    self.authz.audit.command(caller, command, "failed", str(e),
+                                             job=str(job_ref)[:80], **extra)
+                raise
+        self.authz.check(caller, command, rights, job=job_id, job_owner=owner,
+                         job_owner_org=org, collection=collection, **extra)
+        return caller, job_id
+
     def _json_call(self, request, context, call: Callable[[dict[str, Any]], Any]) -> admin_pb2.JsonReply:
         try:
             return admin_pb2.JsonReply(json=_dump(call(_object(request.json))))
         except Exception as e:  # noqa: BLE001 - every error becomes a status; abort raises
             self._abort(context, e)
+
+    # ---- calls ----------------------------------------------------------------------------------
 
     def SubmitJob(self, request_iterator, context):
         try:
@@ -157,6 +221,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if first is None or not first.header:
                 raise ValueError("a job upload starts with a header chunk")
             header = _object(first.header, "the upload header")
+            caller = self._caller(context, header)
+            ok, _ = self.authz.allowed(caller, "submit_job")
+            if not ok:  # refuse before taking the upload; audited by check()
+                self.authz.check(caller, "submit_job", ["submit_job"])
             data = bytearray(first.data)
             for chunk in request_iterator:
                 data += chunk.data
@@ -164,38 +232,112 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     raise UploadError(f"the job archive is over {self.max_upload_bytes} bytes, the server's "
                                       "limit (max_upload_bytes); leave data the job does not need out of the "
                                       "job folder")
-            job_id = self.manager.submit_archive(bytes(data), _caller(context, header))
+            custom = archive_has_custom_code(data)
+            self.authz.check(caller, "submit_job", ["submit_job", *(["byoc"] if custom else [])],
+                             custom_code=custom)
+            extra = {SUBMITTER_ORG: caller.org} if caller.org else None
+            job_id = self._submit(bytes(data), caller.user, extra)
         except Exception as e:  # noqa: BLE001
             self._abort(context, e)
         return admin_pb2.JsonReply(json=_dump({"job_id": job_id}))
 
+    def _submit(self, data: bytes, user: str, extra: dict[str, Any] | None) -> str:
+        if extra is None:
+            return self.manager.submit_archive(data, user)
+        return self.manager.submit_archive(data, user, extra=extra)
+
     def ListJobs(self, request, context):
-        return self._json_call(request, context, lambda a: {"jobs": self.manager.list_jobs(
-            name=a.get("name"), status=a.get("status"), limit=a.get("limit"),
-            include_done=bool(a.get("include_done", True)))})
+        def call(a: dict[str, Any]) -> Any:
+            caller, _ = self._authorize(context, "list_jobs", ["view"], a, collection=True)
+            jobs = self.manager.list_jobs(name=a.get("name"), status=a.get("status"),
+                                          limit=a.get("limit"),
+                                          include_done=bool(a.get("include_done", True)))
+            return {"jobs": [j for j in jobs if self.authz.visible(caller, j)]}
+        return self._json_call(request, context, call)
 
     def GetJob(self, request, context):
-        return self._json_call(request, context, lambda a: self.manager.get_job(_ref(a.get("job"))))
+        def call(a: dict[str, Any]) -> Any:
+            _, job_id = self._authorize(context, "get_job", ["view"], a, job_ref=a.get("job"))
+            return self.manager.get_job(job_id)
+        return self._json_call(request, context, call)
 
     def AbortJob(self, request, context):
-        return self._json_call(request, context,
-                               lambda a: self.manager.abort_job(_ref(a.get("job")), by=_caller(context, a)))
+        def call(a: dict[str, Any]) -> Any:
+            caller, job_id = self._authorize(context, "abort_job", ["manage_job"], a,
+                                             job_ref=a.get("job"))
+            return self.manager.abort_job(job_id, by=caller.user)
+        return self._json_call(request, context, call)
 
     def DeleteJob(self, request, context):
-        return self._json_call(request, context, lambda a: self.manager.delete_job(_ref(a.get("job"))))
+        def call(a: dict[str, Any]) -> Any:
+            _, job_id = self._authorize(context, "delete_job", ["manage_job"], a,
+                                        job_ref=a.get("job"))
+            return self.manager.delete_job(job_id)
+        return self._json_call(request, context, call)
 
     def CloneJob(self, request, context):
-        return self._json_call(request, context, lambda a: {
-            "job_id": self.manager.clone_job(_ref(a.get("job")), submitter=_caller(context, a))})
+        def call(a: dict[str, Any]) -> Any:
+            rights = ["manage_job", "submit_job"]
+            if self._job_has_custom_code(a.get("job")):
+                rights.append("byoc")
+            caller, job_id = self._authorize(context, "clone_job", rights, a, job_ref=a.get("job"))
+            if caller.org:
+                return {"job_id": self.manager.clone_job(job_id, submitter=caller.user,
+                                                         extra={SUBMITTER_ORG: caller.org})}
+            return {"job_id": self.manager.clone_job(job_id, submitter=caller.user)}
+        return self._json_call(request, context, call)
+
+    def _job_has_custom_code(self, ref: Any) -> bool:
+        try:
+            folder = self.manager.store.get(_ref(ref)).folder
+        except Exception:  # noqa: BLE001 - an unknown job is reported by _authorize
+            return False
+        return has_custom_code(folder)
 
     def ListSites(self, request, context):
-        return self._json_call(request, context, lambda a: {"sites": self.manager.list_sites()})
+        def call(a: dict[str, Any]) -> Any:
+            self._authorize(context, "list_sites", ["view"], a, collection=True)
+            return {"sites": self.manager.list_sites()}
+        return self._json_call(request, context, call)
 
     def SystemInfo(self, request, context):
-        return self._json_call(request, context, lambda a: self.manager.system_info())
+        def call(a: dict[str, Any]) -> Any:
+            self._authorize(context, "system_info", ["view"], a, collection=True)
+            return self.manager.system_info()
+        return self._json_call(request, context, call)
+
+    def Operate(self, request, context):
+        def call(a: dict[str, Any]) -> Any:
+            action, target = a.get("action"), a.get("target")
+            if action not in OPERATE_ACTIONS:
+                raise ValueError(f"unknown action {str(action)[:40]!r}: "
+                                 f"{', '.join(OPERATE_ACTIONS)}")
+            if target is not None and target not in ("server", "client"):
+                raise ValueError(f"target must be server or client, got {str(target)[:40]!r}")
+            sites = a.get("sites") or []
+            if not isinstance(sites, list) or not all(isinstance(s, str) for s in sites):
+                raise ValueError('"sites" must be a list of site names')
+            caller = self._caller(context, a)
+            command = f"{action} {target}" if target else str(action)
+            if action == "remove_client" or target == "client":
+                # own_org: every site it touches must be of the caller's org (its certificate's)
+                named = sites or [s["name"] for s in self.manager.list_sites()]
+                for site in named or [None]:
+                    org = self._site_org(site) if site else None
+                    self.authz.check(caller, command, ["operate"], site=site, site_org=org)
+            else:  # the server itself: a condition on an org cannot hold, only "any" does
+                self.authz.check(caller, command, ["operate"], site_org="")
+            return self.manager.operate(str(action), target, sites, by=caller.user)
+        return self._json_call(request, context, call)
+
+    def _site_org(self, site: str) -> str:
+        rec = self.manager.engine.sites.get(site)
+        org = (rec.info or {}).get("org") if rec is not None else None
+        return org if isinstance(org, str) else ""
 
     def DownloadJob(self, request, context):
         try:
+            self._authorize(context, "download_job", ["download_job"], job_ref=request.job)
             job = self.manager.get_job(_ref(request.job))
             path = Path(self.manager.download_job(job["job_id"]))
         except Exception as e:  # noqa: BLE001
@@ -212,7 +354,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def TailLog(self, request, context):
         try:
-            ref = _ref(request.job)
+            if request.site and not _SITE.fullmatch(request.site):  # a name, never a path
+                raise ValueError(f"site {request.site[:80]!r}: not a site name")
+            _, ref = self._authorize(context, "tail_log", ["download_job"], job_ref=request.job,
+                                     site=request.site or None)
             path = Path(self.manager.log_file(ref, request.site or None))
             f = open(path, "rb")
         except Exception as e:  # noqa: BLE001
@@ -250,6 +395,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 yield admin_pb2.LogChunk(text=_whole_lines(pending, final=True).decode("utf-8", errors="replace"))
 
     def Watch(self, request, context):
+        try:
+            self._authorize(context, "watch", ["view"], collection=True)
+        except Exception as e:  # noqa: BLE001
+            self._abort(context, e)
         types = set(request.types) or None
         since = request.since if request.HasField("since") else None
         events = self.manager.events
@@ -270,25 +419,34 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 class AdminServer(ServingPort):
-    """The admin port as a context manager: binds `port` (0 = a free one) and reports it; TLS
-    when `credentials` (grpc.ssl_server_credentials) are given. Serves grpc.health.v1 too."""
+    """The admin port as a context manager: binds `port` (0 = a free one) and reports it; mutual
+    TLS when `credentials` (a server kit's `server_credentials()`) are given, with `policy`
+    (provisioning.policy.Policy) deciding every command and `audit` (runtime.server.authz.
+    AuditLog) recording it. Serves grpc.health.v1 too."""
 
     def __init__(self, manager: Any, host: str = "127.0.0.1", port: int = 0,
                  credentials: grpc.ServerCredentials | None = None, max_workers: int = 32,
                  watch_queue: int = WATCH_QUEUE,
-                 max_upload_bytes: int = UploadLimits().max_upload_bytes) -> None:
+                 max_upload_bytes: int = UploadLimits().max_upload_bytes,
+                 policy: Any = None, audit: Any = None, admins: Any = None,
+                 upload_deadline: float | None = UPLOAD_DEADLINE) -> None:
         # Each open Watch / followed TailLog holds a worker; past max_workers calls are refused
         # (RESOURCE_EXHAUSTED) instead of queueing behind streams that may never end.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="admin-rpc"),
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE),
                      ("grpc.max_send_message_length", MAX_MESSAGE),
                      ("grpc.keepalive_time_ms", 60_000),  # finds watchers that vanished
                      ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # Session pings
                      ("grpc.keepalive_permit_without_calls", 1)],
             maximum_concurrent_rpcs=max_workers,
         )
-        self.servicer = AdminServicer(manager, watch_queue=watch_queue, max_upload_bytes=max_upload_bytes)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(self.servicer, self.server)
+        self.authorizer = Authorizer(policy=policy, secure=credentials is not None, audit=audit,
+                                     admins=admins)
+        self.servicer = AdminServicer(manager, watch_queue=watch_queue,
+                                      max_upload_bytes=max_upload_bytes, authorizer=self.authorizer)
+        self.server.add_generic_rpc_handlers((service_handler(
+            SERVICE_NAME, admin_pb2.DESCRIPTOR.services_by_name["AdminService"], admin_pb2,
+            self.servicer, max_unary_bytes=MAX_UNARY_BYTES, stream_deadline=upload_deadline,
+            on_refused=self.servicer._refused),))
         self._bind(SERVICE_NAME, "admin port", host, port, credentials)
-

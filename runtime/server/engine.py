@@ -250,6 +250,21 @@ class ServerEngine:
             self.events.publish("site_status", site=site, status=rec.status)
         self.fail_site_tasks(site, f"{site} disconnected")
 
+    def remove_site(self, site: str) -> bool:
+        """Forget `site` (an operator's remove_client): its tasks fail, its queue goes. If it
+        calls again it must register anew. False if it was not registered."""
+        rec = self.sites.get(site)
+        if rec is None:
+            return False
+        self.fail_site_tasks(site, f"{site} was removed by an operator")
+        self.sites.remove(site)
+        with rec.cond:
+            rec.inbox.clear()
+            rec.job_inboxes.clear()
+            rec.cond.notify_all()
+        self.events.publish("site_status", site=site, status="REMOVED")
+        return True
+
     # ---- server-internal calls ---------------------------------------------------------------
 
     def send(self, site: str, message: SiteMessage) -> None:

@@ -464,14 +464,17 @@ class JobStore:
                 raise ValueError(f"job_id must be a canonical uuid string, got {job_id!r}")
         return self._add(job, submitter, meta_extra, job_id)
 
-    def clone(self, job_id: str, submitter: str) -> str:
-        """A new SUBMITTED job from the stored folder of `job_id` (any status)."""
+    def clone(self, job_id: str, submitter: str, extra: dict[str, Any] | None = None) -> str:
+        """A new SUBMITTED job from the stored folder of `job_id` (any status); `extra` updates
+        the copied `extra` (e.g. the new submitter's org)."""
         rec = self.get(job_id)
         if not rec.folder.is_dir():
             raise JobStoreError(f"job {rec.label()} cannot be cloned: its folder {rec.folder} is missing")
         job = load_job(rec.folder)
-        extra = {**rec.extra, "cloned_from": rec.job_id}
-        return self._add(job, submitter, extra)
+        merged = {**rec.extra, **(extra or {}), "cloned_from": rec.job_id}
+        if extra is None:
+            merged.pop("submitter_org", None)  # the clone is the new submitter's, org unknown
+        return self._add(job, submitter, merged)
 
     def _add(self, job: Job, submitter: str, extra: dict[str, Any] | None,
              job_id: str | None = None) -> str:

@@ -62,6 +62,7 @@ class JobManager:
         self.site_log = site_log
         self.started_at = time.time()
         self.addresses: dict[str, str] = {}  # "fl", "admin": filled in by the server process
+        self.on_server_command: Callable[[str], None] | None = None  # set by a server process
         self.runners: dict[str, JobRunner] = {}
         self._resume: set[str] = set()
         self._lock = threading.RLock()
@@ -104,26 +105,29 @@ class JobManager:
 
     # ---- submit ------------------------------------------------------------------------------
 
-    def submit_archive(self, data: bytes, submitter: str) -> str:
+    def submit_archive(self, data: bytes, submitter: str,
+                       extra: dict[str, Any] | None = None) -> str:
         """A zipped job folder (runtime.jobs.upload.pack_job) -> a stored job's id. Every
-        upload check runs before anything is written outside the staging folder."""
+        upload check runs before anything is written outside the staging folder. `extra` is
+        kept with the job (e.g. the submitter's org)."""
         staging = self.workspace / "staging"
         folder = unpack_job(data, staging, self.upload_limits)
         try:
-            return self.submit_folder(folder, submitter)
+            return self.submit_folder(folder, submitter, extra)
         finally:
             shutil.rmtree(folder.parent, ignore_errors=True)
 
-    def submit_folder(self, folder: str | os.PathLike[str], submitter: str) -> str:
-        job_id = self.store.submit(folder, submitter)
+    def submit_folder(self, folder: str | os.PathLike[str], submitter: str,
+                      extra: dict[str, Any] | None = None) -> str:
+        job_id = self.store.submit(folder, submitter, meta_extra=extra)
         rec = self.store.get(job_id)
         self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
                             reason=None, submitter=submitter)
         self._wake.set()
         return job_id
 
-    def clone_job(self, ref: str, submitter: str) -> str:
-        job_id = self.store.clone(ref, submitter)
+    def clone_job(self, ref: str, submitter: str, extra: dict[str, Any] | None = None) -> str:
+        job_id = self.store.clone(ref, submitter, extra)
         rec = self.store.get(job_id)
         self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
                             reason=None, submitter=submitter, cloned_from=rec.extra.get("cloned_from"))
@@ -151,6 +155,12 @@ class JobManager:
         except (OSError, ValueError):
             out["failure_details"], out["failed_sites"] = {}, []
         return out
+
+    def job_owner(self, ref: str) -> tuple[str, str | None, str | None]:
+        """(job id, submitter, submitter's org or None) of the job `ref` names."""
+        rec = self.store.get(ref)
+        org = rec.extra.get("submitter_org")
+        return rec.job_id, rec.submitter, org if isinstance(org, str) else None
 
     def job_done(self, ref: str) -> bool:
         return self.store.get(ref).done
@@ -237,6 +247,44 @@ class JobManager:
                 method = zipfile.ZIP_STORED if f.suffix in _STORED else zipfile.ZIP_DEFLATED
                 zf.write(f, str(Path(rec.job_id) / rel), compress_type=method)
         return path
+
+    # ---- operating the federation ------------------------------------------------------------
+
+    def operate(self, action: str, target: str | None, sites: list[str], by: str) -> dict[str, Any]:
+        """shutdown / restart the server (`target` "server") or sites ("client", all connected
+        ones unless `sites` names some), or remove_client `sites` from the registry."""
+        from runtime.transport.base import SiteCommand
+
+        known = {r.name for r in self.engine.sites.all()}
+        unknown = [s for s in sites if s not in known]
+        if unknown:
+            raise ValueError(f"unknown sites: {', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
+        if action == "remove_client":
+            if not sites:
+                raise ValueError("remove_client: name the sites to remove")
+            done = [s for s in sites if self.engine.remove_site(s)]
+            self.events.publish("operator", action=action, sites=done, by=by)
+            self._wake.set()
+            return {"done": done, "message": f"removed {', '.join(done)}"}
+        if action not in ("shutdown", "restart"):
+            raise ValueError(f"unknown action {action!r}: shutdown, restart or remove_client")
+        if target == "client":
+            live = [r.name for r in self.engine.sites.all() if r.status in SiteStatus.LIVE]
+            targets = sites or live
+            for s in targets:
+                self.engine.send(s, SiteCommand(action))
+            self.events.publish("operator", action=action, target=target, sites=targets, by=by)
+            return {"done": targets, "message": f"{action} sent to {', '.join(targets) or 'no site'}"}
+        if target == "server":
+            if self.on_server_command is None:
+                raise JobStoreError(f"this server cannot {action} itself from the admin port "
+                                    "(an embedded federation ends with the console)")
+            self.events.publish("operator", action=action, target=target, by=by)
+            self.on_server_command(action)
+            what = "restarting: running jobs resume after their last round" if action == "restart" \
+                else "shutting down: running jobs resume when it starts again"
+            return {"done": ["server"], "message": f"server {what}"}
+        raise ValueError(f"{action}: target must be server or client, got {target!r}")
 
     # ---- scheduling --------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """A server process: engine, job manager, the site port and the admin port, health, drain.
 
 `ServerProcess(config).start()` binds both ports (0 = free ones), writes the real addresses to
-`<workspace>/server.json` and serves until `stop()`. `drain()` is what SIGTERM does: both ports'
+`<workspace>/server.json` and serves until `stop()`. With a server startup kit
+(`ServerProcess(config, kit=load_kit(...), policy=...)`) both ports run mutual TLS: sites and
+admins present certificates of the project CA, and the policy decides every admin command.
+Every admin command and job state change is written to `<workspace>/audit.log`. `drain()` is what SIGTERM does: both ports'
 health turns NOT_SERVING, no new job starts, running jobs stay RUNNING in the job store (the next
 server process resumes them after their last completed round), then the ports close.
 """
@@ -16,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from runtime.server.authz import AUDIT_FILE, AuditLog
 from runtime.server.engine import ServerEngine
 from runtime.server.job_workspace import atomic_write_text
 from runtime.server.manager import JobManager
@@ -38,6 +42,8 @@ class ServerConfig:
     lost_after: float | None = None  # default: 10 heartbeat intervals
     ready_timeout: float = 60.0
     insecure: bool = True
+    max_model_bytes: int = 8 * 1024 ** 3  # a result announcing a bigger model is refused
+    max_upload_bytes: int | None = None  # job archives (default: runtime.jobs.upload's limit)
 
     @classmethod
     def load(cls, workspace: str | os.PathLike[str], **overrides: Any) -> "ServerConfig":
@@ -72,8 +78,19 @@ class ServerConfig:
 
 
 class ServerProcess:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, kit: Any = None, policy: Any = None) -> None:
+        """`kit`: a verified server startup kit (provisioning.Kit): mutual TLS on both ports,
+        only the project's sites and admins (its fed_server.json) let in. `policy`: the
+        authorization policy (provisioning.policy.Policy) of the admin port; with a kit and no
+        policy, provisioning's default one."""
         self.config = config
+        self.kit = kit
+        self.policy = policy
+        if kit is not None and policy is None:
+            from provisioning.policy import Policy
+
+            self.policy = Policy.default()
+        self.audit: AuditLog | None = None
         self.workspace = Path(config.workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.engine: ServerEngine | None = None
@@ -90,9 +107,24 @@ class ServerProcess:
         self.engine = ServerEngine(self.workspace, heartbeat_interval=c.heartbeat_interval,
                                    monitor=True, stale_after=c.stale_after, lost_after=c.lost_after)
         self.manager = JobManager(self.engine, max_jobs=c.max_jobs, ready_timeout=c.ready_timeout)
+        self.audit = AuditLog(self.workspace / AUDIT_FILE)
+        self.audit.follow_jobs(self.engine.events)
+        kit = self.kit
+        tls: dict[str, Any] = {}
+        admin_tls: dict[str, Any] = {}
+        if kit is not None:
+            sites, admins = kit.config.get("sites"), kit.config.get("admins")
+            tls = {"credentials": kit.server_credentials(),
+                   "sites": sites if isinstance(sites, list) else None}
+            admin_tls = {"credentials": kit.server_credentials(), "policy": self.policy,
+                         "admins": admins if isinstance(admins, list) else None}
+        if c.max_upload_bytes is not None:
+            admin_tls["max_upload_bytes"] = c.max_upload_bytes
         try:
-            self.fl_server = FLServer(self.engine, c.host, c.fl_port).start()
-            self.admin_server = AdminServer(self.manager, c.host, c.admin_port).start()
+            self.fl_server = FLServer(self.engine, c.host, c.fl_port,
+                                      max_model_bytes=c.max_model_bytes, **tls).start()
+            self.admin_server = AdminServer(self.manager, c.host, c.admin_port, audit=self.audit,
+                                            **admin_tls).start()
         except Exception:
             self.stop()
             raise
@@ -101,7 +133,7 @@ class ServerProcess:
         atomic_write_text(self.workspace / STATE_FILE, json.dumps({
             "pid": os.getpid(), "started_at": time.time(),
             "fl_address": self.fl_server.address, "admin_address": self.admin_server.address,
-            "config": asdict(c)}, indent=2))
+            "config": asdict(c), "secure": self.kit is not None}, indent=2))
         return self
 
     @property
@@ -134,6 +166,9 @@ class ServerProcess:
         if self.manager is not None:
             self.manager.stop()
             self.manager.store.close()
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
         try:
             state = self.workspace / STATE_FILE
             if state.is_file() and json.loads(state.read_text()).get("pid") == os.getpid():

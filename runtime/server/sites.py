@@ -79,10 +79,16 @@ class SiteRegistry:
             new = rec is None
             if rec is None:
                 rec = self._sites[name] = SiteRecord(name=name)
+            if not new:
+                rec.registered_at = time.time()  # when it last registered
             rec.info = dict(info)  # what the site says now (heartbeats add load to it)
             rec.status = SiteStatus.CONNECTED
             rec.mark_seen()
             return rec, new
+
+    def remove(self, name: str) -> SiteRecord | None:
+        with self._lock:
+            return self._sites.pop(name, None)
 
     def get(self, name: str) -> SiteRecord | None:
         with self._lock:

@@ -3,6 +3,7 @@
 from runtime.transport.base import (
     FLHandler,
     JobEnd,
+    SiteCommand,
     JobStart,
     JobState,
     SiteMessage,
@@ -17,6 +18,7 @@ __all__ = [
     "FLHandler",
     "InProcTransport",
     "JobEnd",
+    "SiteCommand",
     "JobStart",
     "JobState",
     "SiteMessage",

@@ -56,7 +56,14 @@ class JobEnd:
     status: str
 
 
-SiteMessage = Union[JobStart, TaskAssignment, JobEnd]
+@dataclass
+class SiteCommand:
+    """Server -> site: an operator's command for the site process ("shutdown" or "restart")."""
+
+    action: str
+
+
+SiteMessage = Union[JobStart, TaskAssignment, JobEnd, SiteCommand]
 
 
 @dataclass

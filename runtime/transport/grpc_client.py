@@ -10,6 +10,7 @@ import grpc
 from runtime.proto import fl_pb2, fl_pb2_grpc
 from runtime.transport.base import (
     JobEnd,
+    SiteCommand,
     JobStart,
     SiteMessage,
     SiteTransport,
@@ -22,6 +23,11 @@ from runtime.transport.grpc_server import MAX_MESSAGE, SERVICE
 from runtime.wire import DEFAULT_CHUNK_SIZE, ModelAssembler, WireError, iter_model_chunks
 
 CALL_DEADLINE = 30.0  # seconds for calls that do not wait on purpose
+# The server refuses requests over 1 MiB (runtime.transport.guard.MAX_UNARY_BYTES): what a site
+# sends in one call stays well under it.
+MAX_LOG_CHARS = 128 * 1024  # characters of log text per ShipLog call
+MAX_DETAIL_CHARS = 64 * 1024  # characters of a job report's detail (a traceback...)
+MAX_REQUEST_TEXT = 512 * 1024  # characters of JSON per LogMetrics call, before splitting
 
 
 def _error(e: grpc.RpcError) -> TransportError:
@@ -138,12 +144,21 @@ class GrpcSiteTransport(SiteTransport):
         self._call(self._submit_call, frames(), timeout=CALL_DEADLINE * 4)
 
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None:
+        if detail is not None and len(detail) > MAX_DETAIL_CHARS:  # the server caps requests
+            half = MAX_DETAIL_CHARS // 2
+            detail = f"{detail[:half]}\n[... {len(detail) - 2 * half} characters cut ...]\n{detail[-half:]}"
         self._call(self.stub.ReportJob, fl_pb2.ReportJobRequest(
             site=site, job_id=job_id, state=state, detail=detail or "", has_detail=detail is not None))
 
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None:
+        text = _json_text(records, "metric records")
+        if len(text) > MAX_REQUEST_TEXT and len(records) > 1:  # the server caps requests: split
+            half = len(records) // 2
+            self.log_metrics(site, job_id, records[:half])
+            self.log_metrics(site, job_id, records[half:])
+            return
         self._call(self.stub.LogMetrics, fl_pb2.MetricsRequest(
-            site=site, job_id=job_id, records_json=_json_text(records, "metric records")))
+            site=site, job_id=job_id, records_json=text))
 
     def get_job(self, site: str, job_id: str) -> bytes:
         if self._closed:
@@ -156,7 +171,10 @@ class GrpcSiteTransport(SiteTransport):
             raise _error(e) from None
 
     def ship_log(self, site: str, job_id: str, text: str) -> None:
-        self._call(self.stub.ShipLog, fl_pb2.LogRequest(site=site, job_id=job_id, text=text))
+        # pieces of at most MAX_LOG_CHARS characters (<= 4 bytes each in UTF-8): under the cap
+        for i in range(0, max(len(text), 1), MAX_LOG_CHARS):
+            self._call(self.stub.ShipLog, fl_pb2.LogRequest(site=site, job_id=job_id,
+                                                            text=text[i:i + MAX_LOG_CHARS]))
 
     def goodbye(self, site: str) -> None:
         if not self._closed:
@@ -174,6 +192,8 @@ def _message(head: dict[str, Any], asm: ModelAssembler | None) -> SiteMessage:
         return JobStart(head["job_id"], head["job_name"], head["app_name"], head.get("meta") or {})
     if kind == "job_end":
         return JobEnd(head["job_id"], head["status"])
+    if kind == "site_command":
+        return SiteCommand(str(head["action"]))
     if kind == "task":
         if asm is None:
             raise TransportError("a task without its model")

@@ -48,6 +48,11 @@ class WireError(ValueError):
     """A params or model stream that cannot be encoded or decoded; the message says why."""
 
 
+class WireLimitError(WireError):
+    """A stream that announces more bytes than the receiver accepts (`max_bytes`); raised from
+    the header alone, before anything is allocated."""
+
+
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
@@ -459,7 +464,7 @@ class _Assembler:
 
     def _check_limit(self, announced: int) -> None:
         if self.max_bytes is not None and announced > self.max_bytes:
-            raise WireError(f"stream announces {announced} bytes, more than max_bytes="
+            raise WireLimitError(f"stream announces {announced} bytes, more than max_bytes="
                             f"{self.max_bytes}")
 
     def _alloc(self, name: str, dt: str, shape: tuple[int, ...]) -> np.ndarray:

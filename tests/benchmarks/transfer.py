@@ -98,7 +98,6 @@ def vm_hwm_mib(pid: int) -> float | None:
 
 def run_size(mib: float, rounds: int, work: Path) -> dict:
     from flshell import poc
-    from runtime.admin import Session
 
     root = work / f"poc-{mib:g}"
     poc.prepare(root, 2, heartbeat_interval=2.0, lost_after=60.0)
@@ -108,7 +107,7 @@ def run_size(mib: float, rounds: int, work: Path) -> dict:
     procs = poc.running(root)
     events: list[dict] = []
     try:
-        with Session(m["admin_address"], timeout=60) as s:
+        with poc.admin_session(root, timeout=60) as s:  # mutual TLS on a secure POC
             stream = s.watch(types=["round_started", "task_result", "job_status"])
 
             def collect() -> None:

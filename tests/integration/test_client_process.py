@@ -278,7 +278,7 @@ def test_abort_ends_the_sites_job_processes_within_a_second(fed, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--server", "127.0.0.1:8002"], "TLS arrives with `flshell provision`"),
+    (["--server", "127.0.0.1:8002"], "pass --startup KIT"),
     (["--server", "localhost", "--insecure"], "--server: expected HOST:PORT"),
     (["--server", "127.0.0.1:70000", "--insecure"], "--server: port must be 1..65535"),
     (["--server", "h:1", "--insecure", "--heartbeat-interval", "0"], "--heartbeat-interval"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.admin import Session
-from runtime.recipes import EnvError, NumpyFedAvgRecipe, PocEnv, SimEnv
+from runtime.recipes import EnvError, NumpyFedAvgRecipe, PocEnv, ProdEnv, SimEnv
 from tests.integration.conftest import procs_mentioning, run_flshell
 
 SCRIPT = Path(__file__).resolve().parent / "recipe_scripts" / "np_client.py"
@@ -65,10 +65,12 @@ def test_recipe_on_poc_matches_simenv(tmp_path):
         np.testing.assert_array_equal(on_poc, load(sim.get_result()))
         assert sim.get_metrics()["score"] == run.get_metrics()["score"]
 
-        # any server by its admin address; wait=False returns at once, wait() downloads
+        # the (secure) POC's server through its admin startup kit, as on a provisioned
+        # federation; wait=False returns at once, wait() downloads
         address = json.loads((poc / "poc.json").read_text())["admin_address"]
+        kit = poc / "prod" / "admin@poc"
         run2 = np_recipe(name="np-poc-2").execute(
-            PocEnv(admin_address=address, workspace_root=runs, wait=False))
+            ProdEnv(kit, username="admin@poc", workspace_root=runs, wait=False))
         assert run2.workspace is None
         assert run2.wait(WAIT) == "COMPLETED"
         np.testing.assert_array_equal(load(run2.get_result()), on_poc)
@@ -80,8 +82,9 @@ def test_recipe_on_poc_matches_simenv(tmp_path):
             np_recipe().execute(PocEnv(poc_workspace=poc, num_clients=3, workspace_root=runs))
         with pytest.raises(EnvError, match="min_clients=3 needs 3 connected sites"):
             np_recipe(min_clients=3).execute(PocEnv(poc_workspace=poc, workspace_root=runs))
-        with Session(address) as s:
+        with Session.from_startup_kit(kit, address=address) as s:
             assert len(s.list_jobs()) == 2
+            assert {j["submitter"] for j in s.list_jobs()} == {"admin@poc"}  # the certificate's
     finally:
         _stop(poc)
 

@@ -312,9 +312,7 @@ def test_cancel_ends_a_watch_from_another_thread():
     ("show_job last", USAGE, "'last' names the job most recently submitted"),
     ("check_status server site-1", USAGE, "takes no site names"),
     ("list_jobs -a --active", USAGE, "contradict"),
-    ("shutdown -y server", JOB_FAILED, "not supported by this server yet"),
-    ("restart client site-1", JOB_FAILED, "not supported by this server yet"),
-    ("remove_client site-1", JOB_FAILED, "not supported by this server yet"),
+    ("restart -y server site-1", USAGE, "restart server takes no site names"),
 ])
 def test_failures_are_one_line_on_err_with_their_exit_code(line, code, message):
     r, out, err = _runner()
@@ -362,7 +360,9 @@ def test_confirmation_asks_about_the_job_and_respects_no():
     assert asked == ["abort job 3f2a1b2c (hello-numpy), now RUNNING?"] * 2
     assert [c for c in session.calls if c[0] == "abort_job"] == [("abort_job", "3f2a")]
     assert r.run_line("abort_job 9999") == JOB_FAILED and len(asked) == 2  # no question about a missing job
-    assert r.run_line("shutdown server") == JOB_FAILED and len(asked) == 2  # nor about what cannot run
+    # operating the federation asks too, in its own words; "no" sends nothing
+    assert r.run_line("shutdown server") == JOB_FAILED and asked[-1] == "shut down the server?"
+    assert not [c for c in session.calls if c[0] == "operate"]
 
 
 # ---- scripts ---------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def test_configs(prod):
     rd = lambda p: json.loads((prod / p).read_text())  # noqa: E731
     assert rd("fl.example.com/startup/fed_server.json") == {
         "project": "demo", "name": "fl.example.com", "host": "0.0.0.0", "fl_port": 8002,
-        "admin_port": 8003, "role": "server"}
+        "admin_port": 8003, "role": "server", "sites": ["site-1", "site-2"],
+        "admins": ["admin@org-a.com", "lead@org-b.com"]}
     assert rd("site-2/startup/fed_client.json") == {
         "project": "demo", "name": "site-2", "org": "org-b", "server": "fl.example.com:8002",
         "role": "client"}

@@ -1,0 +1,222 @@
+"""The TUI's view of the federation: jobs, sites and GPU history, kept current from snapshots and
+events. Only bookkeeping of what the server said; no FL decisions are made here."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from runtime.admin.session import Event
+
+from flshell.tui.data import FINAL, Snapshot
+from flshell.tui.feed import Batch
+
+GPU_HISTORY = 120  # utilisation samples kept per GPU (10 minutes at a 5 s heartbeat)
+
+
+@dataclass
+class Changes:
+    """What one snapshot or batch changed, for the messages the app posts."""
+
+    jobs: set[str] = field(default_factory=set)
+    sites: set[str] = field(default_factory=set)
+    beats: set[str] = field(default_factory=set)
+    gpus: set[tuple[str, int]] = field(default_factory=set)
+    rounds: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    dropped: int = 0  # events lost on the way (the server's `dropped`, our queue's overflow)
+
+
+@dataclass
+class SiteTask:
+    """The last task the server gave a site for a job, and how it ended (None: still running)."""
+
+    task: str
+    ok: bool | None = None
+    seconds: float | None = None
+
+
+class FederationState:
+    """Jobs by id, sites by name, per-GPU utilisation history. Times are on the local clock:
+    a site's `seen` is its last_seen shifted by the server's clock skew (measured on load)."""
+
+    def __init__(self, clock: Callable[[], float], history: int = GPU_HISTORY) -> None:
+        self.clock = clock
+        self.history = history
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.sites: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, float] = {}
+        self.gpu_util: dict[tuple[str, int], collections.deque[float]] = {}
+        self.tasks: dict[tuple[str, str], SiteTask] = {}      # (job id, site) -> last task
+        self.round_records: dict[str, dict[int, dict[str, Any]]] = {}  # job id -> round -> record
+        self.info: dict[str, Any] = {}
+        self.skew = 0.0
+        self.loaded_at: float | None = None   # local time of the last snapshot or event
+        self.heartbeats = 0
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def age(self, site: str) -> float | None:
+        seen = self.seen.get(site)
+        return None if seen is None else max(0.0, self.clock() - seen)
+
+    def job_list(self) -> list[dict[str, Any]]:
+        """Jobs newest first (by submission time, then id)."""
+        return sorted(self.jobs.values(), key=lambda j: (-(j.get("submitted_at") or 0), j["job_id"]))
+
+    def site_jobs(self, site: str) -> list[str]:
+        """The jobs a site runs: what its heartbeat says, else the running jobs placed on it
+        (sites that do not heartbeat, e.g. a simulation's)."""
+        reported = self.sites.get(site, {}).get("info", {}).get("jobs")
+        if reported is not None:
+            return list(reported)
+        return [j["job_id"] for j in self.job_list()
+                if j.get("status") == "RUNNING" and site in (j.get("sites") or ())]
+
+    # ---- snapshots -------------------------------------------------------------------------
+
+    def load(self, snap: Snapshot) -> Changes:
+        now = self.clock()
+        changes = Changes()
+        jobs = {j["job_id"]: dict(j) for j in snap.jobs}
+        changes.jobs = set(jobs) ^ set(self.jobs) | {k for k, j in jobs.items() if self.jobs.get(k) != j}
+        self.jobs = jobs
+        skews = [now - (s["last_seen"] + s["heartbeat_age"]) for s in snap.sites
+                 if s.get("last_seen") is not None and s.get("heartbeat_age") is not None]
+        if skews:
+            self.skew = sorted(skews)[len(skews) // 2]
+        sites: dict[str, dict[str, Any]] = {}
+        for s in snap.sites:
+            name = s["name"]
+            old = self.sites.get(name)
+            sites[name] = site = dict(s)
+            site["info"] = {**(old or {}).get("info", {}), **(s.get("info") or {})}
+            if s.get("heartbeat_age") is not None:
+                self.seen[name] = max(self.seen.get(name, 0.0), now - float(s["heartbeat_age"]))
+            if old is None or old.get("status") != s.get("status") or old.get("info") != site["info"]:
+                changes.sites.add(name)
+            for gpu in site["info"].get("gpus") or ():  # their history comes from heartbeats
+                changes.gpus.add((name, int(gpu.get("index", 0))))
+        changes.sites |= set(self.sites) - set(sites)
+        self.sites = sites
+        self.info = dict(snap.info)
+        self.loaded_at = now
+        return changes
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def apply(self, batch: Batch) -> Changes:
+        changes = Changes(dropped=batch.lost)
+        for event in batch.events:
+            handler = getattr(self, "_on_" + event.type, None)
+            if handler is not None:
+                handler(event, changes)
+        for site, trail in batch.trails.items():
+            for samples in trail:
+                for index, util in samples:
+                    self.gpu_util.setdefault((site, index), collections.deque(maxlen=self.history)).append(util)
+        for site, event in batch.heartbeats.items():
+            self._on_heartbeat(event, changes)
+        if batch:
+            self.loaded_at = self.clock()
+        return changes
+
+    def _on_dropped(self, event: Event, changes: Changes) -> None:
+        changes.dropped += int(event.get("count") or 0)
+
+    def _local(self, ts: float) -> float:
+        return ts + self.skew
+
+    def _job(self, event: Event, changes: Changes) -> dict[str, Any] | None:
+        job_id = event.get("job_id")
+        if not job_id:
+            return None
+        changes.jobs.add(job_id)
+        return self.jobs.setdefault(job_id, {"job_id": job_id, "short_id": job_id[:8],
+                                             "name": event.get("name") or "?", "status": "SUBMITTED",
+                                             "submitted_at": self._local(event.ts), "sites": []})
+
+    def _on_job_status(self, event: Event, changes: Changes) -> None:
+        job = self._job(event, changes)
+        if job is None:
+            return
+        status = event.get("status") or job.get("status")
+        job.update(status=status, reason=event.get("reason"))
+        if event.get("name"):
+            job["name"] = event.get("name")
+        if status == "RUNNING" and not job.get("started_at"):
+            job["started_at"] = self._local(event.ts)
+        if status in FINAL:
+            job["ended_at"] = job.get("ended_at") or self._local(event.ts)
+            job["round_in_progress"] = False
+            if status == "COMPLETED" and job.get("total_rounds"):
+                job["current_round"] = job["total_rounds"] - 1
+
+    def _on_job_deleted(self, event: Event, changes: Changes) -> None:
+        if self.jobs.pop(event.get("job_id"), None) is not None:
+            changes.jobs.add(event.get("job_id"))
+
+    def _on_round_started(self, event: Event, changes: Changes) -> None:
+        job = self._job(event, changes)
+        if job is not None:
+            job.update(current_round=event.get("round"), total_rounds=event.get("total_rounds"),
+                       round_in_progress=True)
+            if job.get("status") in (None, "SUBMITTED", "WAITING"):
+                job["status"] = "RUNNING"
+
+    def _on_round_completed(self, event: Event, changes: Changes) -> None:
+        job = self._job(event, changes)
+        if job is None or event.get("round") is None:
+            return
+        rnd = int(event.get("round"))
+        job.update(current_round=rnd, total_rounds=event.get("total_rounds") or job.get("total_rounds"),
+                   round_in_progress=False)
+        record = {**event.data, "recorded_at": self._local(event.ts)}
+        self.round_records.setdefault(job["job_id"], {})[rnd] = record
+        changes.rounds.append((job["job_id"], rnd, record))
+
+    def _on_task_assigned(self, event: Event, changes: Changes) -> None:
+        if event.get("job_id") and event.get("site"):
+            self.tasks[(event.get("job_id"), event.get("site"))] = SiteTask(str(event.get("task")))
+            changes.sites.add(event.get("site"))
+            changes.jobs.add(event.get("job_id"))
+
+    def _on_task_result(self, event: Event, changes: Changes) -> None:
+        if event.get("job_id") and event.get("site"):
+            self.tasks[(event.get("job_id"), event.get("site"))] = SiteTask(
+                str(event.get("task")), bool(event.get("ok")), event.get("seconds"))
+            changes.sites.add(event.get("site"))
+            changes.jobs.add(event.get("job_id"))
+
+    def _on_site_status(self, event: Event, changes: Changes) -> None:
+        name = event.get("site")
+        if not name:
+            return
+        site = self.sites.setdefault(name, {"name": name, "info": {}})
+        site["status"] = event.get("status")
+        if event.get("status") == "CONNECTED":
+            self.seen[name] = max(self.seen.get(name, 0.0), self._local(event.ts))
+        changes.sites.add(name)
+
+    def _on_heartbeat(self, event: Event, changes: Changes) -> None:
+        name = event.get("site")
+        if not name:
+            return
+        self.heartbeats += 1
+        site = self.sites.setdefault(name, {"name": name, "status": "CONNECTED", "info": {}})
+        info = event.get("info") or {}
+        site["info"] = {**site.get("info", {}), **info}
+        if site.get("status") in (None, "STALE", "LOST"):
+            site["status"] = "CONNECTED"  # the engine does the same on a beat
+        self.seen[name] = max(self.seen.get(name, 0.0), self._local(event.ts))
+        changes.beats.add(name)
+        for gpu in info.get("gpus") or ():
+            self._gpu_sample(name, gpu, changes)
+
+    def _gpu_sample(self, site: str, gpu: dict[str, Any], changes: Changes) -> None:
+        key = (site, int(gpu.get("index", 0)))
+        util = gpu.get("util_percent")
+        history = self.gpu_util.setdefault(key, collections.deque(maxlen=self.history))
+        if isinstance(util, (int, float)):
+            history.append(float(util))
+        changes.gpus.add(key)
