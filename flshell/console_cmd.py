@@ -4,6 +4,7 @@ federation; interactive at a terminal, a script runner with -c, -f or piped stdi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -95,8 +96,6 @@ def open_session(args: argparse.Namespace, address: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.admin import Session
-
     if args.sites < 1:
         print(f"error: --sites {args.sites}: need at least 1", file=sys.stderr)
         return exit_codes.USAGE
@@ -109,14 +108,36 @@ def run(args: argparse.Namespace) -> int:
             return exit_codes.USAGE
     elif not sys.stdin.isatty():
         script = sys.stdin.read()
+    with attached(args) as (session, address, what):
+        if isinstance(session, int):
+            return session  # could not attach: the exit code
+        if script is not None or args.script_file is not None:
+            from flshell.console.script import Runner
+
+            runner = Runner(session, fmt=args.format, assume_yes=args.yes)
+            if script is None:  # errors name the file and line: ops.flsh:3: ...
+                return runner.run_file(args.script_file, keep_going=args.keep_going)
+            return runner.run_script(script, keep_going=args.keep_going)
+        from flshell.console.repl import run_repl
+
+        return run_repl(session, address, description=what)
+
+
+@contextlib.contextmanager
+def attached(args: argparse.Namespace):
+    """(session, address, description) for the console and the TUI: --server, --poc, --startup,
+    or an embedded local federation started here and stopped after. When attaching fails, the
+    error is printed and `session` is the exit code instead."""
     try:
         address, what = _address(args)
     except ConnectionError as e:
         print(f"error: {e}", file=sys.stderr)
-        return exit_codes.CONNECTION
+        yield exit_codes.CONNECTION, None, None
+        return
     except ValueError as e:  # a startup kit that cannot be used (altered, not an admin's)
         print(f"error: {e}", file=sys.stderr)
-        return exit_codes.USAGE
+        yield exit_codes.USAGE, None, None
+        return
     local = None
     if address is None:
         from runtime.server.local import LocalFederation
@@ -126,20 +147,12 @@ def run(args: argparse.Namespace) -> int:
             local.start()
         except OSError as e:
             print(f"error: the local federation could not start: {e}", file=sys.stderr)
-            return exit_codes.JOB_FAILED
+            yield exit_codes.JOB_FAILED, None, None
+            return
         address = local.admin_address
     try:
         with open_session(args, address) as session:
-            if script is not None or args.script_file is not None:
-                from flshell.console.script import Runner
-
-                runner = Runner(session, fmt=args.format, assume_yes=args.yes)
-                if script is None:  # errors name the file and line: ops.flsh:3: ...
-                    return runner.run_file(args.script_file, keep_going=args.keep_going)
-                return runner.run_script(script, keep_going=args.keep_going)
-            from flshell.console.repl import run_repl
-
-            return run_repl(session, address, description=what)
+            yield session, address, what
     finally:
         if local is not None:
             local.stop()

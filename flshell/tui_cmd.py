@@ -81,36 +81,15 @@ def run_on(session, *, readonly: bool = False, refresh: float = 5.0) -> int:
 
 def run(args: argparse.Namespace) -> int:
     # where to attach and as whom: the console's rules (--server, --poc, --startup, embedded)
-    from flshell.console_cmd import _address, open_session
+    from flshell.console_cmd import attached
 
     if args.sites < 1:
         print(f"error: --sites {args.sites}: need at least 1", file=sys.stderr)
         return exit_codes.USAGE
-    try:
-        address, _ = _address(args)
-    except ConnectionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_codes.CONNECTION
-    except ValueError as e:  # a startup kit that cannot be used
-        print(f"error: {e}", file=sys.stderr)
-        return exit_codes.USAGE
-    local = None
-    if address is None:
-        from runtime.server.local import LocalFederation
-
-        local = LocalFederation(args.local_workspace, n_sites=args.sites)
-        try:
-            local.start()
-        except OSError as e:
-            print(f"error: the local federation could not start: {e}", file=sys.stderr)
-            return exit_codes.JOB_FAILED
-        address = local.admin_address
-    try:
-        with open_session(args, address) as session:
-            return run_on(session, readonly=args.readonly, refresh=args.refresh)
-    finally:
-        if local is not None:
-            local.stop()
+    with attached(args) as (session, _address, _what):
+        if isinstance(session, int):
+            return session
+        return run_on(session, readonly=args.readonly, refresh=args.refresh)
 
 
 def main(argv: list[str] | None = None) -> int:
