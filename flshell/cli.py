@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "the simulation (default 0: a free one; the address is printed)")
     sim.add_argument("--no-admin", dest="admin_port", action="store_const", const=None,
                      help="no admin port")
+    sim.add_argument("--tui", action="store_true",
+                     help="run with the terminal UI on top; it stays on the finished job until q")
     sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     from flshell import client_cmd, poc_cmd, provision_cmd, server_cmd, tui_cmd
 

@@ -28,7 +28,7 @@ def run_sim(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         ready_timeout=args.ready_timeout,
         transport=args.transport,
-        admin_port=args.admin_port,
+        admin_port=0 if getattr(args, "tui", False) and args.admin_port is None else args.admin_port,
     )
     try:
         sim.prepare()
@@ -53,6 +53,8 @@ def run_sim(args: argparse.Namespace) -> int:
     types = {"job_status"} if args.quiet else {"round_started", "round_completed", "job_status"}
     if view.live:
         types.add("task_result")
+    if getattr(args, "tui", False):
+        return _run_with_tui(sim, out)
     sub = sim.events.subscribe(types=types)
     interrupted = False
     sim.start()
@@ -70,4 +72,20 @@ def run_sim(args: argparse.Namespace) -> int:
     print_summary(out, result)
     if interrupted:
         return exit_codes.INTERRUPTED
+    return {"COMPLETED": exit_codes.OK, "ABORTED": exit_codes.ABORTED}.get(result.status, exit_codes.JOB_FAILED)
+
+
+def _run_with_tui(sim: Simulator, out: Console) -> int:
+    """The simulation runs on background threads with the TUI on top (attached to its admin
+    port); the TUI stays on the finished job until the user quits; quitting earlier aborts it."""
+    from flshell.tui_cmd import attach
+
+    sim.start()
+    code = attach(sim.admin_server.address)
+    if sim.runner is not None and not sim.runner.done:
+        sim.abort("the TUI was closed")
+    result = sim.wait()
+    print_summary(out, result)
+    if code not in (exit_codes.OK, None):
+        return code
     return {"COMPLETED": exit_codes.OK, "ABORTED": exit_codes.ABORTED}.get(result.status, exit_codes.JOB_FAILED)
