@@ -328,6 +328,7 @@ class SiteAgent:
         job = self.jobs.pop(job_id, None)
         if job is None:
             return
+        job.ctx.end_status = status
         job.ctx.abort_event.set()
         for _, ex in job.executors:
             try:

@@ -31,6 +31,7 @@ class SiteJobContext:
     logger: Any
     abort_event: threading.Event
     components: Any = None
+    end_status: str | None = None  # how the job ended on the server, once it has
     info: dict[str, Any] = field(default_factory=dict)
     log_write: Any = None  # callable(text) writing to the site's log
     ship_metrics: Any = None  # callable(records) sending tracked metrics to the server
@@ -181,6 +182,7 @@ class ScriptExecutor(Executor):
             ext = ExternalScript(self.session, path, self.argv_tail, ctx.app.custom_dir,
                                  ctx.workspace, ctx.log_write)
             self._finished = ext.finished
+            self._external = ext
             ext.start()
             return
         # A raw thread: threading.Thread.start() waits until the new thread runs, which costs
@@ -239,6 +241,13 @@ class ScriptExecutor(Executor):
     def stop(self, ctx: SiteJobContext) -> None:
         if self.session is not None:
             self.session.end()  # is_running() turns False; the script returns on its own
+        ext = getattr(self, "_external", None)
+        if ext is not None:  # a script process busy in its own code does not: end it after a
+            # grace, short for an aborted or failed job, long enough after a completed one for
+            # the script's own wrap-up (saving, a last evaluation)
+            ext.kill_after(self.EXTERNAL_GRACE if ctx.end_status != "COMPLETED" else 60.0)
+
+    EXTERNAL_GRACE = 3.0  # seconds a script process gets to return after its job ended
 
     def join(self, ctx: SiteJobContext, timeout: float) -> bool:
         if self._finished is None or self._finished.wait(timeout):

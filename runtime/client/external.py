@@ -119,6 +119,15 @@ class ExternalScript:
             self.session.script_finished(error)
             self.finished.set()
 
+    def kill_after(self, grace: float) -> None:
+        """The job ended: if the script process has not exited `grace` seconds from now, kill
+        it (its task is over; what it computes now has nowhere to go)."""
+        def reap() -> None:
+            if not self.finished.wait(grace) and self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+
+        threading.Thread(target=reap, name="script-reaper", daemon=True).start()
+
     def _connect(self) -> socket.socket:
         token = secrets.token_hex(16)
         with socket.create_server(("127.0.0.1", 0)) as server:

@@ -23,7 +23,7 @@ async def main_ready(pilot) -> None:
     await until(pilot, lambda: app.connection == "connected" and app.queue.received >= len(app.source.events)
                 and not len(app.queue) and isinstance(app.screen, MainScreen)
                 and len(app.screen.query_one(JobsTable).keys) == 4, "the demo on screen", timeout=10)
-    await pilot.pause(0.2)
+    await pilot.pause(1.0)  # the batched updates (every 0.15 s) settle even on a loaded machine
 
 
 async def job_ready(pilot) -> None:
