@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flshell import exit_codes
+from flshell.argtypes import positive_int as _positive_int
 
 SIM_EPILOG = """\
 examples:
@@ -16,16 +16,6 @@ examples:
 
 exit status: 0 completed, 1 job failed, 2 bad arguments or job folder, 3 aborted, 130 Ctrl-C
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

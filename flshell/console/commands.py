@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from flshell.console import render
 from flshell.console.live import Cancelled, follow_log, wait_for_job, watch_events
 from flshell.exit_codes import JOB_UNSUCCESSFUL, OK
+from flshell.argtypes import positive_int as _positive_int
 
 if TYPE_CHECKING:
     from flshell.console.script import Runner
@@ -89,16 +90,6 @@ def commands() -> list[Command]:
     for cmd in REGISTRY.values():
         seen.setdefault(id(cmd), cmd)
     return list(seen.values())
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
-    return n
 
 
 def _seconds(text: str) -> float:
