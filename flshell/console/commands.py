@@ -266,10 +266,13 @@ def _check_status(r: "Runner", a: argparse.Namespace) -> int:
     return OK
 
 
-@command("gpu", "per-GPU utilisation, memory, temperature, power and the jobs on it, per site",
-         arg("site", metavar="SITE", nargs="?"), group=SITES, completions={"site": "site"})
+@command("gpu", "per-GPU utilisation (with its recent history), memory, temperature, power and the "
+         "jobs on it, per site", arg("site", metavar="SITE", nargs="?"), group=SITES,
+         completions={"site": "site"})
 def _gpu(r: "Runner", a: argparse.Namespace) -> int:
-    rows = render.gpu_rows(_pick_sites(r, [a.site] if a.site else None))
+    sites = _pick_sites(r, [a.site] if a.site else None)
+    history = r.session.gpu_history(a.site) if any((s.get("info") or {}).get("gpus") for s in sites) else {}
+    rows = render.gpu_rows(sites, history)
     r.emit(rows, lambda: render.gpu_table(rows))
     return OK
 

@@ -266,36 +266,62 @@ def sites_table(sites: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def gpu_rows(sites: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per site: its GPUs, each process on them named by the job it runs for."""
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 24  # utilisation samples the gpu table's HISTORY column shows (the latest)
+
+
+def sparkline(values: Iterable[float | None], width: int = SPARK_WIDTH, top: float = 100.0) -> str:
+    """The last `width` values as block characters on a fixed 0..top scale (an idle GPU is a
+    flat `▁` line, 5 % stays low); a blank where a sample had no value."""
+    tail = list(values)[-width:] if width > 0 else []
+    return "".join(" " if v is None else SPARK[min(len(SPARK) - 1, max(0, int(v / top * len(SPARK))))]
+                   for v in tail)
+
+
+def gpu_rows(sites: list[dict[str, Any]],
+             history: dict[str, dict[int, dict[str, list[Any]]]] | None = None) -> list[dict[str, Any]]:
+    """One entry per site: its GPUs, each process on them named by the job it runs for, each GPU
+    with its recent `history` ({"t", "util", "mem_used"}, from Session.gpu_history); a site
+    without GPUs has a `note` saying why (its heartbeat's `gpu_note`; plain "no GPU" when it
+    said none, or has not sent its load yet)."""
     out = []
     for s in sites:
         info = s.get("info") or {}
         by_pid = {int(pid): job for job, pid in (info.get("job_pids") or {}).items() if str(pid).isdigit()}
+        past = (history or {}).get(s.get("name")) or {}
         gpus = []
         for gpu in info.get("gpus") or []:
             gpu = dict(gpu)
             gpu["jobs"] = sorted({p.get("job_id") or by_pid.get(p.get("pid")) for p in gpu.get("processes") or []}
                                  - {None})
+            gpu["history"] = past.get(gpu.get("index")) or {"t": [], "util": [], "mem_used": []}
             gpus.append(gpu)
-        out.append({"site": s.get("name"), "status": s.get("status"), "gpus": gpus})
+        row: dict[str, Any] = {"site": s.get("name"), "status": s.get("status"), "gpus": gpus}
+        if not gpus:
+            row["note"] = info.get("gpu_note") or "no GPU"
+        out.append(row)
     return out
 
 
 def gpu_table(rows: list[dict[str, Any]]) -> RenderableType:
     if not rows:
         return Text("no sites have registered with the server")
-    table = _table("SITE", "GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "JOBS")
+    table = _table("SITE", "GPU", "NAME", "UTIL", "HISTORY", "MEMORY", "TEMP", "POWER", "JOBS")
     for row in rows:
         if not row["gpus"]:
-            table.add_row(str(row["site"]), "-", Text("no GPU", style="dim"), "", "", "", "", "")
+            note = row.get("note")
+            text = Text("no GPU", style="dim")
+            if note and note != "no GPU":
+                text.append(f" ({note})", style="dim")
+            table.add_row(str(row["site"]), "-", text, "", "", "", "", "", "")
         for g in row["gpus"]:
             util = g.get("util_percent")
             used, total = g.get("mem_used"), g.get("mem_total")
             mem = f"{size(used)} / {size(total)}" if used is not None and total else "n/a"
             temp, power = g.get("temperature_c"), g.get("power_w")
+            trail = sparkline((g.get("history") or {}).get("util") or [])
             table.add_row(str(row["site"]), str(g.get("index", "-")), str(g.get("name") or "-"),
-                          "n/a" if util is None else f"{util:.0f}%", mem,
+                          "n/a" if util is None else f"{util:.0f}%", trail or "-", mem,
                           "n/a" if temp is None else f"{temp:.0f}°C", "n/a" if power is None else f"{power:.0f} W",
                           ", ".join(short(j) for j in g["jobs"]) or "-")
     return table

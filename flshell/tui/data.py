@@ -26,12 +26,13 @@ FINAL = frozenset({"COMPLETED", "FAILED", "ABORTED"})
 
 @dataclass
 class Snapshot:
-    """What the server says now: its jobs and sites (as list_jobs / list_sites give them) and
-    its system_info (may be empty)."""
+    """What the server says now: its jobs and sites (as list_jobs / list_sites give them), its
+    system_info and its recent GPU load (as Session.gpu_history gives it; both may be empty)."""
 
     jobs: list[dict[str, Any]]
     sites: list[dict[str, Any]]
     info: dict[str, Any] = field(default_factory=dict)
+    gpu_history: dict[str, dict[int, dict[str, list[Any]]]] = field(default_factory=dict)
 
 
 class Closable(Protocol):
@@ -59,7 +60,7 @@ class DataSource(Protocol):
         """Now, in seconds since the epoch (a fake clock makes ages and durations fixed)."""
 
     def load(self) -> Snapshot:
-        """Jobs, sites and server info, now (one light call each)."""
+        """Jobs, sites, server info and recent GPU load, now (one light call each)."""
 
     def watch(self, since: int | None = None, types: Iterable[str] = WATCH_TYPES) -> EventFeed:
         """Subscribe to events; when it returns nothing later is missed (`since`: resume)."""
@@ -135,7 +136,16 @@ class SessionSource:
             raise
         except AdminError:  # an older server without it: the rest still shows
             info = {}
-        return Snapshot(self.session.list_jobs(), self.session.list_sites(), info)
+        jobs, sites = self.session.list_jobs(), self.session.list_sites()
+        history: dict[str, dict[int, dict[str, list[Any]]]] = {}
+        if any((s.get("info") or {}).get("gpus") for s in sites):
+            try:
+                history = self.session.gpu_history()
+            except ServerUnreachable:
+                raise
+            except AdminError:  # an older server: the sparklines start from the next heartbeat
+                history = {}
+        return Snapshot(jobs, sites, info, history)
 
     def watch(self, since: int | None = None, types: Iterable[str] = WATCH_TYPES) -> EventFeed:
         return self.session.watch(since=since, types=types)
@@ -202,7 +212,8 @@ class _QueueFeed:
 class ScriptedSource:
     """A federation that says what it was given: `jobs`, `sites` (dicts as the admin API gives
     them), `details` (job id -> extra get_job fields, e.g. rounds), `logs` ((job id, site or
-    None) -> lines), `events` (replayed to every new watch). `now` freezes the clock.
+    None) -> lines), `events` (replayed to every new watch), `gpu_history` (as
+    Session.gpu_history gives it). `now` freezes the clock.
 
     Tests drive it: `push(event)` to open watches, `disconnect()` / `reconnect()`; actions are
     recorded in `calls` and change the jobs the way a server would say they did."""
@@ -211,6 +222,7 @@ class ScriptedSource:
                  details: dict[str, dict[str, Any]] | None = None,
                  logs: dict[tuple[str, str | None], list[str]] | None = None,
                  events: Iterable[Event] = (), info: dict[str, Any] | None = None,
+                 gpu_history: dict[str, dict[int, dict[str, list[Any]]]] | None = None,
                  now: float | None = None, address: str = "scripted") -> None:
         self.jobs = [dict(j) for j in jobs or ()]
         self.sites = [dict(s) for s in sites or ()]
@@ -218,6 +230,7 @@ class ScriptedSource:
         self.logs = {k: list(v) for k, v in (logs or {}).items()}
         self.events = list(events)
         self.info = dict(info or {})
+        self.gpu_history = dict(gpu_history or {})
         self.now = now
         self.address = address
         self.calls: list[tuple[str, Any]] = []
@@ -237,7 +250,8 @@ class ScriptedSource:
     def load(self) -> Snapshot:
         self._check_up()
         with self._lock:
-            return Snapshot([dict(j) for j in self.jobs], [dict(s) for s in self.sites], dict(self.info))
+            return Snapshot([dict(j) for j in self.jobs], [dict(s) for s in self.sites], dict(self.info),
+                            dict(self.gpu_history))
 
     def watch(self, since: int | None = None, types: Iterable[str] = WATCH_TYPES) -> EventFeed:
         self._check_up()

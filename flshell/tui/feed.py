@@ -20,10 +20,10 @@ MAX_BEATS = 20000   # sites whose latest heartbeat is held between two drains
 MAX_TRAIL = 120     # GPU samples kept per site from heartbeats that a newer one replaced
 
 
-def gpu_samples(event: Event) -> tuple[tuple[int, float], ...]:
-    """(GPU index, utilisation %) of each GPU a heartbeat reports."""
+def gpu_samples(event: Event) -> tuple[tuple[int, float, float], ...]:
+    """(GPU index, utilisation %, the heartbeat's server time) of each GPU a heartbeat reports."""
     gpus = (event.data.get("info") or {}).get("gpus") or ()
-    return tuple((int(g.get("index", 0)), float(g["util_percent"])) for g in gpus
+    return tuple((int(g.get("index", 0)), float(g["util_percent"]), event.ts) for g in gpus
                  if isinstance(g.get("util_percent"), (int, float)))
 
 
@@ -35,8 +35,8 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     heartbeats: dict[str, Event] = field(default_factory=dict)
     lost: int = 0
-    # GPU utilisation of the heartbeats a newer one replaced: site -> [((index, util), ...), ...]
-    trails: dict[str, list[tuple[tuple[int, float], ...]]] = field(default_factory=dict)
+    # GPU utilisation of the heartbeats a newer one replaced: site -> [((index, util, ts), ...), ...]
+    trails: dict[str, list[tuple[tuple[int, float, float], ...]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.heartbeats or self.lost)

@@ -38,7 +38,11 @@ class SiteTask:
 
 class FederationState:
     """Jobs by id, sites by name, per-GPU utilisation history. Times are on the local clock:
-    a site's `seen` is its last_seen shifted by the server's clock skew (measured on load)."""
+    a site's `seen` is its last_seen shifted by the server's clock skew (measured on load).
+
+    The GPU history starts from the server's (a snapshot's `gpu_history`), so a TUI opened now
+    shows the past minutes, and goes on from heartbeats; `gpu_times` holds each sample's server
+    time, so a snapshot and the heartbeats that overlap it are merged without doubles."""
 
     def __init__(self, clock: Callable[[], float], history: int = GPU_HISTORY) -> None:
         self.clock = clock
@@ -47,6 +51,8 @@ class FederationState:
         self.sites: dict[str, dict[str, Any]] = {}
         self.seen: dict[str, float] = {}
         self.gpu_util: dict[tuple[str, int], collections.deque[float]] = {}
+        self.gpu_times: dict[tuple[str, int], collections.deque[float]] = {}  # server time of each
+        self.gpu_seeded: dict[tuple[str, int], float] = {}  # newest server time a snapshot gave
         self.tasks: dict[tuple[str, str], SiteTask] = {}      # (job id, site) -> last task
         self.round_records: dict[str, dict[int, dict[str, Any]]] = {}  # job id -> round -> record
         self.info: dict[str, Any] = {}
@@ -99,6 +105,11 @@ class FederationState:
                 changes.gpus.add((name, int(gpu.get("index", 0))))
         changes.sites |= set(self.sites) - set(sites)
         self.sites = sites
+        for name, gpus in (snap.gpu_history or {}).items():
+            for index, series in gpus.items():
+                key = (name, int(index))
+                if self._seed_gpu(key, series or {}):
+                    changes.gpus.add(key)
         self.info = dict(snap.info)
         self.loaded_at = now
         return changes
@@ -113,8 +124,8 @@ class FederationState:
                 handler(event, changes)
         for site, trail in batch.trails.items():
             for samples in trail:
-                for index, util in samples:
-                    self.gpu_util.setdefault((site, index), collections.deque(maxlen=self.history)).append(util)
+                for index, util, ts in samples:
+                    self._add_gpu_sample((site, index), util, ts)
         for site, event in batch.heartbeats.items():
             self._on_heartbeat(event, changes)
         if batch:
@@ -211,12 +222,43 @@ class FederationState:
         self.seen[name] = max(self.seen.get(name, 0.0), self._local(event.ts))
         changes.beats.add(name)
         for gpu in info.get("gpus") or ():
-            self._gpu_sample(name, gpu, changes)
+            key = (name, int(gpu.get("index", 0)))
+            util = gpu.get("util_percent")
+            self._gpu_series(key)
+            if isinstance(util, (int, float)):
+                self._add_gpu_sample(key, float(util), event.ts)
+            changes.gpus.add(key)
 
-    def _gpu_sample(self, site: str, gpu: dict[str, Any], changes: Changes) -> None:
-        key = (site, int(gpu.get("index", 0)))
-        util = gpu.get("util_percent")
-        history = self.gpu_util.setdefault(key, collections.deque(maxlen=self.history))
-        if isinstance(util, (int, float)):
-            history.append(float(util))
-        changes.gpus.add(key)
+    # ---- GPU history -----------------------------------------------------------------------
+
+    def _gpu_series(self, key: tuple[str, int]) -> tuple[collections.deque[float], collections.deque[float]]:
+        if key not in self.gpu_util:
+            self.gpu_util[key] = collections.deque(maxlen=self.history)
+            self.gpu_times[key] = collections.deque(maxlen=self.history)
+        return self.gpu_util[key], self.gpu_times[key]
+
+    def _add_gpu_sample(self, key: tuple[str, int], util: float, ts: float) -> None:
+        if ts <= self.gpu_seeded.get(key, float("-inf")):
+            return  # a heartbeat the server's history already gave (it came while we loaded)
+        utils, times = self._gpu_series(key)
+        utils.append(util)
+        times.append(ts)
+
+    def _seed_gpu(self, key: tuple[str, int], series: dict[str, Any]) -> bool:
+        """Merge the server's history of one GPU into ours: its samples replace ours over the
+        span it covers; ours before it (the server restarted) and after it stay."""
+        served = [(float(t), float(u)) for t, u in zip(series.get("t") or (), series.get("util") or ())
+                  if isinstance(t, (int, float)) and isinstance(u, (int, float)) and not isinstance(u, bool)]
+        if not served:
+            return False
+        first, last = served[0][0], served[-1][0]
+        utils, times = self._gpu_series(key)
+        ours = list(zip(times, utils))
+        merged = [s for s in ours if s[0] < first] + served + [s for s in ours if s[0] > last]
+        utils.clear()
+        times.clear()
+        for t, u in merged[-self.history:]:
+            times.append(t)
+            utils.append(u)
+        self.gpu_seeded[key] = max(last, self.gpu_seeded.get(key, float("-inf")))
+        return True

@@ -292,6 +292,16 @@ class Session:
     def system_info(self) -> dict[str, Any]:
         return self._json(self.stub.SystemInfo)
 
+    def gpu_history(self, site: str | None = None,
+                    last: int | None = None) -> dict[str, dict[int, dict[str, list[Any]]]]:
+        """The server's recent GPU load per site and GPU index, from the sites' heartbeats:
+        {site: {index: {"t": [...], "util": [...], "mem_used": [...]}}}, oldest first, times on
+        the server's clock, None where a sample lacked the value; only `site` when given, the
+        `last` samples of each GPU when given. Sites without GPUs are absent."""
+        reply = self._json(self.stub.GpuHistory, site=site, last=last)
+        return {name: {int(index): series for index, series in gpus.items()}
+                for name, gpus in (reply.get("sites") or {}).items()}
+
     def operate(self, action: str, target: str | None = None,
                 sites: list[str] | None = None) -> dict[str, Any]:
         """shutdown / restart the server or sites (`target` "server" | "client"), or

@@ -150,14 +150,14 @@ class SiteAgent:
                 self.handle(msg)
 
     def _heartbeat_loop(self) -> None:
-        from runtime.monitor import gpu_load, host_load
+        from runtime.monitor import load_report
 
         while not self._stop.wait(self.heartbeat_interval):
             if not self.registered:
                 continue
             try:
-                self.transport.heartbeat(self.name, {
-                    **self.heartbeat_info(), "host": host_load(), "gpus": gpu_load()})
+                info = self.heartbeat_info()  # GPU processes are named by the job_pids' jobs
+                self.transport.heartbeat(self.name, {**info, **load_report(info.get("job_pids"))})
             except TransportError as e:
                 if "not registered" in str(e):
                     self.registered = False
@@ -355,9 +355,12 @@ class SitePump:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        for agent in self.agents.values():
-            agent.register()
+    def start(self, register: bool = True) -> None:
+        """Start the loop; with `register`, register every site first (a caller that already
+        did, with its own retries, passes False)."""
+        if register:
+            for agent in self.agents.values():
+                agent.register()
         self._thread = threading.Thread(target=self._loop, name="site-pump", daemon=True)
         self._thread.start()
 

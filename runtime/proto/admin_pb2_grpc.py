@@ -74,6 +74,11 @@ class AdminServiceStub:
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
+        self.GpuHistory = channel.unary_unary(
+                '/flshell.admin.AdminService/GpuHistory',
+                request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+                _registered_method=True)
         self.SystemInfo = channel.unary_unary(
                 '/flshell.admin.AdminService/SystemInfo',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
@@ -155,6 +160,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GpuHistory(self, request, context):
+        """{"site", "last"} -> {"sites": {site: {"<gpu index>": {"t": [...], "util": [...],
+        "mem_used": [...]}}}, "samples": n, "capacity": N}: the last n samples (n <= "last" <= N,
+        fewer when many GPUs answer at once) of each GPU's load from heartbeats, oldest first, on
+        the server's clock; only `site` when given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SystemInfo(self, request, context):
         """{} -> the server's version, uptime, workspace, counts.
         """
@@ -224,6 +239,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
             ),
             'ListSites': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSites,
+                    request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
+            ),
+            'GpuHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GpuHistory,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
             ),
@@ -462,6 +482,33 @@ class AdminService:
             request,
             target,
             '/flshell.admin.AdminService/ListSites',
+            runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
+            runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GpuHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flshell.admin.AdminService/GpuHistory',
             runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
             runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
             options,

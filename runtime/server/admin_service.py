@@ -23,6 +23,7 @@ from runtime.jobs import JobError
 from runtime.jobs.upload import UploadError, UploadLimits, archive_has_custom_code, has_custom_code
 from runtime.proto import admin_pb2
 from runtime.server.authz import SUBMITTER_ORG, Authorizer, Caller, Denied, Unauthenticated
+from runtime.server.gpu_history import GpuHistory
 from runtime.server.job_store import AmbiguousJob, JobStoreError, UnknownJob
 from runtime.transport.grpc_server import MAX_MESSAGE
 from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
@@ -150,6 +151,10 @@ class AdminServicer:
         self.watch_queue = watch_queue
         self.max_upload_bytes = max_upload_bytes
         self.authz = authorizer or Authorizer()
+        self.gpu_history = GpuHistory()  # from the heartbeats the manager's event bus publishes
+        events = getattr(manager, "events", None)
+        if events is not None:
+            self.gpu_history.follow(events)
 
     def _abort(self, context: grpc.ServicerContext, e: Exception) -> None:
         mapped = _error_kind(e)
@@ -298,6 +303,21 @@ class AdminServicer:
         def call(a: dict[str, Any]) -> Any:
             self._authorize(context, "list_sites", ["view"], a, collection=True)
             return {"sites": self.manager.list_sites()}
+        return self._json_call(request, context, call)
+
+    def GpuHistory(self, request, context):
+        def call(a: dict[str, Any]) -> Any:
+            self._authorize(context, "gpu_history", ["view"], a, collection=True)
+            site, last = a.get("site"), a.get("last")
+            if site is not None and not (isinstance(site, str) and _SITE.fullmatch(site)):
+                raise ValueError(f"site {str(site)[:80]!r}: not a site name")
+            if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 1):
+                raise ValueError(f'"last" must be a whole number of samples from 1, got {str(last)[:40]}')
+            engine = getattr(self.manager, "engine", None)
+            if engine is not None:
+                self.gpu_history.retain(engine.sites.names(None))
+            sites, samples = self.gpu_history.snapshot(site, last)
+            return {"sites": sites, "samples": samples, "capacity": self.gpu_history.capacity}
         return self._json_call(request, context, call)
 
     def SystemInfo(self, request, context):
@@ -450,3 +470,7 @@ class AdminServer(ServingPort):
             self.servicer, max_unary_bytes=MAX_UNARY_BYTES, stream_deadline=upload_deadline,
             on_refused=self.servicer._refused),))
         self._bind(SERVICE_NAME, "admin port", host, port, credentials)
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        super().stop(grace)
+        self.servicer.gpu_history.close()

@@ -44,8 +44,12 @@ SITES = [
                         "processes": [{"pid": 4242, "job_id": None, "mem_used": 1024}]}]}},
     {"name": "site-2", "status": "STALE", "heartbeat_age": 31.0, "queued": 1,
      "info": {"jobs": [], "host": {"cpu_percent": 3.0, "mem_used": 1024**3, "mem_total": 4 * 1024**3},
-              "gpus": []}},
+              "gpus": [], "gpu_note": "no NVML: ModuleNotFoundError: No module named 'pynvml'"}},
 ]
+# Session.gpu_history's answer: site-1's GPU 0 went from idle to full, one sample had no reading
+GPU_HISTORY = {"site-1": {0: {"t": [1.7e9 + 5 * i for i in range(10)],
+                              "util": [0, 0, 12.5, 25, 50, None, 75, 87.5, 100, 71],
+                              "mem_used": [1024 * i for i in range(10)]}}}
 
 
 class FakeStream:
@@ -122,6 +126,10 @@ class FakeSession:
 
     def list_sites(self):
         return [dict(s) for s in SITES]
+
+    def gpu_history(self, site=None, last=None):
+        self.calls.append(("gpu_history", site))
+        return {name: gpus for name, gpus in GPU_HISTORY.items() if site in (None, name)}
 
     def system_info(self):
         return {"server": "host", "pid": 1, "started_at": 1.7e9, "uptime": 12.0, "workspace": "/tmp/ws",
@@ -441,3 +449,59 @@ def test_the_old_import_still_works():
     out, err = io.StringIO(), io.StringIO()
     assert (J, O) == (4, 0)
     assert run_script(FakeSession(), "submit_job f", out, err) == OK and out.getvalue().strip() == JOB_ID
+
+
+# ---- gpu: load, history, hosts without GPUs ----------------------------------------------------
+
+
+def test_gpu_table_shows_each_gpu_with_a_sparkline_of_its_history_and_why_a_site_has_none():
+    session = FakeSession()
+    r, out, err = _runner(session)
+    assert r.run_line("gpu") == OK, err.getvalue()
+    rows = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert rows[0] == "SITE GPU NAME UTIL HISTORY MEMORY TEMP POWER JOBS"
+    # idle, idle, 12.5, 25, 50, (no reading), 75, 87.5, 100, now 71 %: oldest left, on a 0-100 scale
+    assert "site-1 0 NVIDIA H100 71% ▁▁▂▃▅ ▇██▆ 40.0 GiB / 80.0 GiB 63°C 212 W 3f2a1b2c" in rows
+    assert "site-2 - no GPU (no NVML: ModuleNotFoundError: No module named 'pynvml')" in rows
+    assert ("gpu_history", None) in session.calls
+
+
+def test_gpu_json_carries_the_history_and_the_note():
+    r, out, err = _runner(fmt="json")
+    assert r.run_line("gpu") == OK, err.getvalue()
+    site1, site2 = json.loads(out.getvalue())
+    gpu = site1["gpus"][0]
+    assert gpu["history"]["util"] == GPU_HISTORY["site-1"][0]["util"]
+    assert gpu["history"]["t"] == GPU_HISTORY["site-1"][0]["t"] and len(gpu["history"]["mem_used"]) == 10
+    assert gpu["jobs"] == [JOB_ID] and "note" not in site1
+    assert site2 == {"site": "site-2", "status": "STALE", "gpus": [],
+                     "note": "no NVML: ModuleNotFoundError: No module named 'pynvml'"}
+
+
+def test_gpu_of_a_site_without_gpus_asks_for_no_history():
+    session = FakeSession()
+    r, out, err = _runner(session)
+    assert r.run_line("gpu site-2") == OK, err.getvalue()
+    assert not [c for c in session.calls if c[0] == "gpu_history"]
+    assert "no GPU (no NVML" in out.getvalue()
+
+
+def test_gpu_rows_for_a_site_that_said_nothing_yet_and_a_gpu_with_no_history():
+    rows = render.gpu_rows([{"name": "new", "status": "CONNECTED", "info": {}},
+                            {"name": "bare", "status": "CONNECTED", "info": {"gpus": []}},
+                            {"name": "fresh", "status": "CONNECTED",
+                             "info": {"gpus": [{"index": 3, "name": "A100", "util_percent": None}]}}],
+                           history={})
+    assert rows[0]["note"] == rows[1]["note"] == "no GPU"
+    assert rows[2]["gpus"][0]["history"] == {"t": [], "util": [], "mem_used": []}
+    out = io.StringIO()
+    render.print_to(out, render.gpu_table(rows))
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert "new - no GPU" in lines and "bare - no GPU" in lines
+    assert "fresh 3 A100 n/a - n/a n/a n/a -" in lines
+
+
+def test_sparkline_scale_width_and_gaps():
+    assert render.sparkline([0, 100, None, 50], width=10) == "▁█ ▅"
+    assert render.sparkline(range(0, 100, 10), width=3) == "▆▇█"  # the latest `width` samples
+    assert render.sparkline([], width=5) == ""

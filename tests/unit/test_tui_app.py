@@ -72,6 +72,27 @@ def test_no_gpu_is_said_plainly():
     run(scenario())
 
 
+def test_a_freshly_opened_tui_shows_the_gpu_history_the_server_kept():
+    sites = [{"name": "site-1", "status": "CONNECTED", "last_seen": NOW, "heartbeat_age": 1.0,
+              "info": {"gpus": [{"index": 0, "name": "H100", "util_percent": 90, "mem_used": 1, "mem_total": 2}]}}]
+    util = [float(u) for u in range(0, 100, 10)]
+    history = {"site-1": {0: {"t": [NOW - 50 + 5 * i for i in range(10)], "util": util, "mem_used": [1] * 10}}}
+
+    async def scenario() -> None:
+        messages: list = []
+        app = make_app(ScriptedSource([], sites, gpu_history=history, now=NOW))  # no heartbeat comes
+        async with app.run_test(size=(200, 40), message_hook=messages.append) as pilot:
+            panel = app.screen.query_one(GpuPanel)
+            await until(pilot, lambda: ("site-1", 0) in panel.rows, "the GPU row")
+            await pilot.pause()
+            assert any(isinstance(m, GpuSample) for m in messages)
+            row = panel.rows[("site-1", 0)]
+            assert row.history == util
+            assert "▁▂▃▄▄▅▆▇█" in row.render().plain  # its sparkline: the server's past minutes
+
+    run(scenario())
+
+
 def test_abort_asks_first_with_no_focused_and_aborts_on_yes():
     async def scenario() -> None:
         src = demo_source()

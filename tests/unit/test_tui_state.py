@@ -86,3 +86,39 @@ def test_lost_events_are_counted_so_the_app_reloads():
         q.put(Event(n, NOW, "job_status", {"job_id": "j", "status": "RUNNING"}))
     q.put(Event(None, NOW, "dropped", {"count": 7}))
     assert st.apply(q.drain()).dropped == 3 + 7
+
+
+def beat(ts: float, util: float, site: str = "s1", index: int = 0) -> Event:
+    return Event(None, ts, "heartbeat", {"site": site, "info": {"gpus": [{"index": index, "util_percent": util}]}})
+
+
+def gpu_site(name: str = "s1") -> dict:
+    return {"name": name, "status": "CONNECTED", "last_seen": NOW, "heartbeat_age": 0.0,
+            "info": {"gpus": [{"index": 0, "util_percent": 40}]}}
+
+
+def test_a_snapshot_seeds_the_gpu_history_and_beats_it_already_holds_are_not_doubled():
+    st = FederationState(clock=lambda: NOW)
+    served = {"s1": {0: {"t": [900.0, 905.0, 910.0], "util": [10, None, 30], "mem_used": [1, 2, 3]}}}
+    changes = st.load(Snapshot([], [gpu_site()], {}, served))
+    assert ("s1", 0) in changes.gpus
+    assert list(st.gpu_util[("s1", 0)]) == [10.0, 30.0]  # a sample without a reading is left out
+    # beats queued while the snapshot loaded: the server's history already has the one at 910 s;
+    # two newer ones coalesce in the queue (one is kept as a trail) and are both added
+    apply(st, beat(910.0, 30), beat(915.0, 50), beat(920.0, 60))
+    assert list(st.gpu_util[("s1", 0)]) == [10.0, 30.0, 50.0, 60.0]
+    assert list(st.gpu_times[("s1", 0)]) == [900.0, 910.0, 915.0, 920.0]
+
+
+def test_a_reload_merges_the_servers_history_with_what_the_tui_heard_before_and_after_it():
+    st = FederationState(clock=lambda: NOW, history=6)
+    st.load(Snapshot([], [gpu_site()]))
+    apply(st, beat(100.0, 1), beat(200.0, 2), beat(300.0, 3))  # heard before the server restarted
+    apply(st, beat(420.0, 9))  # after the snapshot below was taken on the server
+    served = {"s1": {0: {"t": [400.0, 410.0], "util": [7, 8], "mem_used": [0, 0]}}}
+    st.load(Snapshot([], [gpu_site()], {}, served))
+    assert list(st.gpu_times[("s1", 0)]) == [100.0, 200.0, 300.0, 400.0, 410.0, 420.0]
+    assert list(st.gpu_util[("s1", 0)]) == [1.0, 2.0, 3.0, 7.0, 8.0, 9.0]
+    served = {"s1": {0: {"t": [float(t) for t in range(500, 510)], "util": list(range(10)), "mem_used": []}}}
+    st.load(Snapshot([], [gpu_site()], {}, served))
+    assert list(st.gpu_util[("s1", 0)]) == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]  # still bounded
