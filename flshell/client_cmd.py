@@ -23,6 +23,12 @@ the name and server address come from its startup/fed_client.json (--server over
 address), the workspace defaults to the kit folder, and local/site_policy.json applies
 ({"allow_custom_code": false}: jobs that bring code in custom/ are refused here).
 
+GPUs: the site offers its jobs the GPUs NVML finds (none without nvidia-ml-py or a driver), or
+those --gpus names (or the kit's local/resources.json {"gpus": "0,1"}): "0,1" (ids), "0:16,1:16"
+(id:GiB) or "none". A job whose meta.json resource_spec asks this site for GPUs
+({"site-1": {"num_of_gpus": 1, "mem_per_gpu_in_GiB": 8}}, or "@ALL") runs with
+CUDA_VISIBLE_DEVICES set to GPUs of its own, freed when its process ends.
+
 The site registers, then runs until SIGTERM or Ctrl-C; each job runs in a process of its own and
 logs to WORKSPACE/jobs/<job id>/log.txt (the agent to WORKSPACE/log.txt).
 
@@ -50,6 +56,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="connect without TLS (on a trusted network only)")
     p.add_argument("--heartbeat-interval", type=float, metavar="S",
                    help="seconds between heartbeats (default: what the server asks for)")
+    p.add_argument("--gpus", metavar="SPEC",
+                   help='the GPUs jobs may use: "0,1", "0:16,1:16" (id:GiB) or "none" '
+                        "(default: those NVML finds)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -96,16 +105,42 @@ def load_site_kit(args: argparse.Namespace):
 
 def site_policy(kit) -> dict:
     """The site's local/site_policy.json ({} when there is none); UsageError if unreadable."""
-    path = kit.local / "site_policy.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not valid JSON ({e})") from None
+    path, data = _local_json(kit, "site_policy.json")
     if not isinstance(data, dict) or not isinstance(data.get("allow_custom_code", True), bool):
         raise UsageError(f'{path}: expected {{"allow_custom_code": true|false}}, got {data!r:.200}')
     return data
+
+
+def _local_json(kit, name: str) -> tuple[Path, object]:
+    """The kit's local/NAME as JSON ({} when there is none); UsageError if unreadable."""
+    path = kit.local / name
+    if not path.is_file():
+        return path, {}
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
+
+
+def site_gpus(args: argparse.Namespace, kit=None):
+    """The GPUs this site offers (--gpus, else the kit's local/resources.json "gpus"), or None
+    to detect them with NVML; UsageError naming where a bad list came from."""
+    from runtime.resources import GpuInventory, GpuSpecError
+
+    spec, where = args.gpus, "--gpus"
+    if spec is None and kit is not None:
+        path, data = _local_json(kit, "resources.json")
+        spec = data.get("gpus") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(spec, (str, type(None))):
+            raise UsageError(f'{path}: expected {{"gpus": "0,1"}} (or "0:16,1:16", "none"), '
+                             f"got {data!r:.100}")
+        where = f"{path}: gpus"
+    if spec is None:
+        return None
+    try:
+        return GpuInventory.parse(spec)
+    except GpuSpecError as e:
+        raise UsageError(f"{where}: {e}") from None
 
 
 def check_args(args: argparse.Namespace) -> tuple[str, Path]:
@@ -144,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             kit = load_site_kit(args)
             policy = site_policy(kit)
         address, ws = check_args(args)
+        gpus = site_gpus(args, kit)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.USAGE
@@ -172,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     agent = ProcessSiteAgent(args.name, transport, ws, sink, server_address=address, tls=tls,
                              heartbeat_interval=args.heartbeat_interval,
                              on_registered=registered,
-                             allow_custom_code=bool(policy.get("allow_custom_code", True)))
+                             allow_custom_code=bool(policy.get("allow_custom_code", True)),
+                             gpus=gpus)
     restart: list[bool] = []
 
     def on_command(action: str) -> None:  # an admin's `shutdown client` / `restart client`
@@ -180,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     agent.on_command = on_command
-    agent.logger.info(f"{args.name} starting: server {address}, workspace {ws}")
+    agent.logger.info(f"{args.name} starting: server {address}, workspace {ws}, "
+                      f"{agent.gpus.inventory.describe()} for jobs")
     agent.start(heartbeats=True)
     threading.Thread(target=say_waiting, daemon=True).start()
     try:

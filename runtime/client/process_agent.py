@@ -35,6 +35,8 @@ from runtime.client.backoff import Backoff
 from runtime.client.sitelog import LogSink
 from runtime.jobs import JobError
 from runtime.jobs.upload import has_custom_code
+from runtime.resources import GpuAllocator, GpuInventory, GpuRequest, NotPlaceable, detect_gpus
+from runtime.resources import parse_resource_spec, request_for
 from runtime.transport.base import (
     JobEnd,
     JobStart,
@@ -51,6 +53,7 @@ class PolicyVeto(Exception):
     """The site's local policy refuses the job (e.g. no custom code); the message says why."""
 
 
+GPU_INFO = ("gpu_inventory", "gpu_alloc")  # what the agent says of its GPUs; not for the children
 MARKER = "process.json"  # in jobs/<id>/ while a child of this site may run that job
 STDERR_TAIL = 20  # lines of a dead child's stderr reported with its failure
 
@@ -94,11 +97,18 @@ class ProcessSiteAgent(SiteAgent):
         abort_grace: float = 0.4,
         on_registered: Callable[[], None] | None = None,
         allow_custom_code: bool = True,
+        gpus: GpuInventory | None = None,
     ) -> None:
         """`allow_custom_code` False (the site's local/site_policy.json): a job that brings its
-        own code (a .py file under custom/) is refused here: reported FAILED, with the reason."""
+        own code (a .py file under custom/) is refused here: reported FAILED, with the reason.
+        `gpus`: the GPUs this site offers its jobs (default: NVML's, none without it); a job
+        whose meta.json resource_spec asks this site for GPUs gets its own, pinned with
+        CUDA_VISIBLE_DEVICES, from its start until its process is gone."""
+        self.gpus = GpuAllocator(detect_gpus() if gpus is None else gpus)
         super().__init__(name, transport, DownloadedApps(transport, name, workspace), workspace,
-                         log_sink, info={**(info or {}), "job_processes": True},
+                         log_sink, info={**(info or {}), "job_processes": True,
+                                         "gpu_inventory": self.gpus.inventory.to_info(),
+                                         "gpu_alloc": {}},
                          poll_timeout=poll_timeout)
         self.server_address = server_address
         self.tls = tls
@@ -119,6 +129,7 @@ class ProcessSiteAgent(SiteAgent):
 
     def register(self) -> None:
         forgotten = self._ever_registered  # registering again: the server lost track of us
+        self.info["gpu_alloc"] = self.gpus.holders()
         super().register()
         if self.fixed_heartbeat is not None:
             self.heartbeat_interval = self.fixed_heartbeat
@@ -135,7 +146,8 @@ class ProcessSiteAgent(SiteAgent):
     def heartbeat_info(self) -> dict[str, Any]:
         with self._lock:
             pids = {j: c.pid for j, c in self.children.items()}
-        return {"jobs": sorted(pids), "job_pids": pids}
+        return {"jobs": sorted(pids), "job_pids": pids,
+                "gpu_inventory": self.gpus.inventory.to_info(), "gpu_alloc": self.gpus.holders()}
 
     @property
     def busy(self) -> bool:
@@ -167,12 +179,18 @@ class ProcessSiteAgent(SiteAgent):
             if not self.allow_custom_code and has_custom_code(app.root.parent):
                 raise PolicyVeto(f"{self.name} does not allow custom code (local/site_policy.json)")
             if not child.ended.is_set():
-                self._spawn(child, msg, app.root)
+                gpus = self._allocate_gpus(child, app.root)
+                self._spawn(child, msg, app.root, gpus)
         except Exception as e:  # noqa: BLE001 - reported to the server, the site stays up
             with self._lock:
                 self.children.pop(msg.job_id, None)
-            detail = str(e) if isinstance(e, (JobError, TransportError, OSError, PolicyVeto)) \
-                else traceback.format_exc()
+            self.gpus.release(msg.job_id)
+            if isinstance(e, NotPlaceable):
+                detail = f"{self.name} {e.reason}"
+            elif isinstance(e, (JobError, TransportError, OSError, PolicyVeto)):
+                detail = str(e)
+            else:
+                detail = traceback.format_exc()
             detail = f"job {msg.job_id} could not start on {self.name}: {detail}"
             self.logger.error(detail)
             self._report_failed(msg.job_id, detail)
@@ -181,14 +199,36 @@ class ProcessSiteAgent(SiteAgent):
         if child.proc is None:  # the job ended while its app was fetched
             with self._lock:
                 self.children.pop(msg.job_id, None)
+            self.gpus.release(msg.job_id)
             self._tombstone(msg.job_id, "the job ended", ended=True)
             return
-        self.logger.info(f"job {msg.job_id} ({msg.job_name}) started in process {child.pid}")
+        gpus = self.gpus.holders().get(msg.job_id)
+        self.logger.info(f"job {msg.job_id} ({msg.job_name}) started in process {child.pid}"
+                         + (f" on GPU(s) {','.join(map(str, gpus))}" if gpus else ""))
 
-    def _spawn(self, child: JobChild, msg: JobStart, app_folder: Path) -> None:
+    def _allocate_gpus(self, child: JobChild, app_folder: Path) -> list[int] | None:
+        """The GPUs the job's resource_spec asks of this site, now held for it; None when it
+        asks for none (its process keeps the agent's CUDA_VISIBLE_DEVICES)."""
+        req = _gpu_request(app_folder, self.name)
+        if req is None:
+            return None
+
+        def ending(holders: list[str]) -> bool:  # their jobs ended: their GPUs free up soon
+            with self._lock:
+                return any(c.ended.is_set() for j, c in self.children.items() if j in holders)
+
+        # The server sends a job when its view says the GPUs are free; a child whose job just
+        # ended may still hold them here until it exits (at most its reap grace).
+        return self.gpus.allocate(child.job_id, req.num, req.mem_gib, wait_while=ending,
+                                  timeout=self.end_grace + 10.0)
+
+    def _spawn(self, child: JobChild, msg: JobStart, app_folder: Path,
+               gpus: list[int] | None = None) -> None:
         child.job_dir.mkdir(parents=True, exist_ok=True)
         mine, theirs = socket.socketpair()
-        info = {k: v for k, v in self.info.items() if k != "job_processes"}
+        info = {k: v for k, v in self.info.items() if k != "job_processes" and k not in GPU_INFO}
+        if gpus is not None:
+            info["gpu"] = ",".join(map(str, gpus))
         cmd = [sys.executable, "-m", "runtime.client.job_process",
                "--server", self.server_address, "--site", self.name, "--job-id", msg.job_id,
                "--job-name", msg.job_name, "--app-name", msg.app_name,
@@ -201,6 +241,8 @@ class ProcessSiteAgent(SiteAgent):
         env = dict(os.environ)  # the child runs the same runtime as this agent
         root = str(Path(runtime.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if gpus is not None:  # NVML's numbering, which is the PCI bus order
+            env.update(CUDA_VISIBLE_DEVICES=info["gpu"], CUDA_DEVICE_ORDER="PCI_BUS_ID")
         try:
             with open(child.job_dir / "log.txt", "ab") as log:
                 child.proc = subprocess.Popen(
@@ -228,6 +270,10 @@ class ProcessSiteAgent(SiteAgent):
         child.control.close()
         with self._lock:
             self.children.pop(child.job_id, None)
+        freed = self.gpus.release(child.job_id)
+        if freed:
+            self.logger.info(f"job {child.job_id} freed GPU(s) {','.join(map(str, freed))}")
+            self._report_gpus()
         child.exited.set()
         if code == 0 and job_process.ENDED in said:
             self._ended_here.append(child.job_id)
@@ -362,6 +408,16 @@ class ProcessSiteAgent(SiteAgent):
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    def _report_gpus(self) -> None:
+        """Tell the server now, not at the next heartbeat, that GPUs were freed: a job waiting
+        for them starts that much sooner (heartbeat info merges into what the server holds)."""
+        if not self.registered or self._stop.is_set():
+            return
+        try:
+            self.transport.heartbeat(self.name, self.heartbeat_info())
+        except TransportError as e:
+            self.logger.warning(f"could not report freed GPUs: {e}")
+
     def _report_failed(self, job_id: str, detail: str) -> None:
         try:
             self.transport.report_job(self.name, job_id, JobState.FAILED, detail)
@@ -377,6 +433,19 @@ class ProcessSiteAgent(SiteAgent):
         except TransportError as e:
             if not (quiet and "not expected" in str(e)):
                 self.logger.warning(f"task {msg.task_id} could not be failed: {e}")
+
+
+def _gpu_request(app_folder: Path, site: str) -> GpuRequest | None:
+    """What the job's meta.json resource_spec asks of `site` (the job folder holds the app's
+    folder); None for no GPU, or for an app without a job folder around it."""
+    meta = app_folder.parent / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        spec = json.loads(meta.read_text(encoding="utf-8-sig")).get("resource_spec") or {}
+        return request_for(parse_resource_spec(spec), site)
+    except (OSError, ValueError, AttributeError) as e:  # load_job checked it: seldom seen
+        raise JobError("meta.json", "resource_spec", str(e)) from None
 
 
 def describe_exit(code: int) -> str:

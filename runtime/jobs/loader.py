@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runtime.resources.gpus import ResourceSpecError, parse_resource_spec
+
 from .configs import CLIENT_FILES, SERVER_FILES, parse_client_config, parse_server_config, read_json
 from .errors import JobError, join_path, names, render
 from .spec import ALL_SITES, SERVER, App, Job
@@ -87,6 +89,13 @@ def _read_meta(root: Path) -> dict[str, Any]:
     resource_spec = data.get("resource_spec", {})
     if not isinstance(resource_spec, dict):
         raise JobError(META, "resource_spec", f"expected an object (site -> resources), got {render(resource_spec)}")
+    try:
+        parse_resource_spec(resource_spec)
+    except ResourceSpecError as e:
+        where = "resource_spec"
+        for key in e.keys:
+            where = join_path(where, key)
+        raise JobError(META, where, e.message) from None
     _check_reachable(meta["deploy_map"], min_clients, mandatory)
     meta.update(min_clients=min_clients, mandatory_clients=list(mandatory), resource_spec=resource_spec)
     return meta

@@ -3,9 +3,10 @@
 What the admin service calls. One per server process, over one `ServerEngine`:
 
 - `submit_archive` / `submit_folder` validate and store a job (SUBMITTED);
-- the scheduler thread starts stored jobs, oldest first, when a run slot is free (`max_jobs`)
-  and the sites they need are connected (`min_clients`, `mandatory_clients`); a job that cannot
-  start is WAITING with the reason;
+- the scheduler thread starts stored jobs, oldest first, when a run slot is free (`max_jobs`),
+  the sites they need are connected (`min_clients`, `mandatory_clients`) and those sites have
+  the GPUs their meta.json `resource_spec` asks for; a job that cannot start is WAITING with
+  the reason, and does not hold up a later job that can;
 - `start()` picks up the jobs a previous server process left unfinished: a RUNNING job resumes
   after its last checkpointed round.
 """
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 from runtime.jobs import Job, JobError, load_job
 from runtime.jobs.upload import UploadLimits, unpack_job
+from runtime.resources import GpuReservations, SiteGpus, gpu_requests, place
 from runtime.server.engine import ServerEngine
 from runtime.server.job_runner import JobRunner, JobStatus
 from runtime.server.job_store import JobRecord, JobStore, JobStoreError, UnknownJob
@@ -70,6 +72,7 @@ class JobManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._waiting_reasons: dict[str, str] = {}
+        self.gpu_bookings = GpuReservations()  # GPUs of jobs started here, until sites report them
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -304,6 +307,8 @@ class JobManager:
         with self._lock:
             for job_id in [j for j, r in self.runners.items() if r.done]:
                 del self.runners[job_id]
+                self.gpu_bookings.end(job_id, {site.name: site.info.get("gpu_alloc")
+                                               for site in self.engine.sites.all()})
             for rec in self.store.unfinished():
                 if rec.job_id in self.runners:
                     continue
@@ -333,7 +338,17 @@ class JobManager:
             if missing:
                 parts.append("mandatory sites not connected: " + ", ".join(missing))
             return None, "waiting for sites: " + "; ".join(parts)
-        return targets, ""
+        why = place(targets, job.resource_spec, self._gpu_views(targets))
+        return (None, why) if why else (targets, "")
+
+    def _gpu_views(self, sites: list[str]) -> dict[str, SiteGpus]:
+        """Each site's GPUs as its last heartbeat told them, plus this server's bookings there."""
+        views = {}
+        for rec in self.engine.sites.get_many(sites):
+            info = dict(rec.info)
+            self.gpu_bookings.settle(rec.name, info.get("gpu_alloc"))
+            views[rec.name] = SiteGpus.from_info(info, self.gpu_bookings.for_site(rec.name))
+        return views
 
     def _wait(self, rec: JobRecord, reason: str) -> None:
         if rec.status == JobStatus.RUNNING:
@@ -377,6 +392,7 @@ class JobManager:
             self._end(rec, JobStatus.FAILED, f"the job could not be prepared: {e}")
             return
         self.runners[rec.job_id] = runner
+        self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
         runner.start()
 
     def _on_status(self, runner: JobRunner, status: str, reason: str | None) -> None:
