@@ -13,6 +13,9 @@ examples:
   flshell sim examples/hello-numpy -n 100 -t 4      100 sites, at most 4 working at once
   flshell sim my_job -c hospital-a,hospital-b        named sites
   flshell sim my_job/app -n 60                       a bare app folder runs on every site
+  flshell sim examples/hello-pt -n 8 -t 2 --processes   8 sites in 2 worker processes
+  flshell sim examples/hello-pt -n 8 -gpu 0,1        sites alternate between GPU 0 and 1
+  flshell sim examples/hello-pt -n 8 -gpu [0,1],[2,3]   each worker sees a group of two GPUs
 
 exit status: 0 completed, 1 job failed, 2 bad arguments or job folder, 3 aborted, 130 Ctrl-C
 """
@@ -45,8 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of sites, named site-1..site-N")
     who.add_argument("-c", "--clients", help="comma-separated site names")
     sim.add_argument("-t", "--threads", type=_positive_int,
-                     help="how many sites may execute a task at once (default: all)")
-    sim.add_argument("-gpu", "--gpu", help="GPU ids, round-robin over sites: 0,1 or groups [0,1],[2,3]")
+                     help="how many sites may execute a task at once (default: all); with "
+                          "--processes, the number of worker processes (default: one per GPU "
+                          "group, else min(sites, CPUs))")
+    sim.add_argument("--processes", action="store_true",
+                     help="run the sites in -t worker processes that reach the server over "
+                          "gRPC on 127.0.0.1, instead of threads of this process")
+    sim.add_argument("-gpu", "--gpu",
+                     help="GPU ids, round-robin over sites (site i on group i mod G): 0,1 or "
+                          "groups [0,1],[2,3]; each worker sees only its group "
+                          "(CUDA_VISIBLE_DEVICES); implies --processes")
     sim.add_argument("-m", "--max_clients", "--max-clients", dest="max_clients", type=_positive_int,
                      default=100, help="refuse more sites than this (default: 100)")
     sim.add_argument("--rounds", type=_positive_int, help="override the workflow's num_rounds")

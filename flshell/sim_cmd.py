@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import time
 
 from rich.console import Console
 
@@ -29,6 +30,7 @@ def run_sim(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         transport=args.transport,
         admin_port=0 if getattr(args, "tui", False) and args.admin_port is None else args.admin_port,
+        processes=getattr(args, "processes", False),
     )
     try:
         sim.prepare()
@@ -37,9 +39,15 @@ def run_sim(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     assert sim.job is not None
     if not args.quiet:
-        threads = f", {args.threads} at a time" if args.threads else ""
+        if sim.processes:
+            gpus = f" on GPU groups {', '.join(sim.gpus)}" if sim.gpus else ""
+            threads = f" in {len(sim.worker_plan)} worker processes{gpus}"
+        else:
+            threads = f", {args.threads} at a time" if args.threads else ""
         out.print(f"simulating [bold]{sim.job.name}[/] on {len(sim.sites)} sites{threads}; "
                   f"workspace {sim.workspace}")
+        if sim.gpu_note:
+            err.print(f"[yellow]note:[/] {sim.gpu_note}", highlight=False)
     # Sites' threads hand work to each other constantly; fewer forced GIL switches between
     # those hand-offs made 1000 sites ~7% faster in paired runs (0.02 s vs the default 0.005 s).
     sys.setswitchinterval(0.02)
@@ -57,7 +65,11 @@ def run_sim(args: argparse.Namespace) -> int:
         return _run_with_tui(sim, out)
     sub = sim.events.subscribe(types=types)
     interrupted = False
-    sim.start()
+    try:
+        _start(sim, out, args.quiet)
+    except KeyboardInterrupt:
+        sim.shutdown()
+        return exit_codes.INTERRUPTED
     if sim.admin_server is not None:
         out.print(f"admin port: {sim.admin_server.address} "
                   f'(attach: flshell --server {sim.admin_server.address} -c "list_jobs")',
@@ -75,12 +87,28 @@ def run_sim(args: argparse.Namespace) -> int:
     return {"COMPLETED": exit_codes.OK, "ABORTED": exit_codes.ABORTED}.get(result.status, exit_codes.JOB_FAILED)
 
 
+def _start(sim: Simulator, out: Console, quiet: bool) -> None:
+    """Start the simulation; worker processes first report how many sites connected."""
+    if not sim.processes:
+        sim.start()
+        return
+    with out.status("starting worker processes...", spinner="dots") as status:
+        sim.on_connect_progress = lambda up, total: status.update(
+            f"starting worker processes: {up}/{total} sites connected")
+        t0 = time.monotonic()
+        sim.start()
+    if not quiet:
+        up = len(sim.sites) - len(sim.lost_sites)
+        out.print(f"{up}/{len(sim.sites)} sites connected in {len(sim.worker_plan)} worker "
+                  f"processes ({time.monotonic() - t0:.1f}s); logs in {sim.workspace / 'workers'}")
+
+
 def _run_with_tui(sim: Simulator, out: Console) -> int:
     """The simulation runs on background threads with the TUI on top (attached to its admin
     port); the TUI stays on the finished job until the user quits; quitting earlier aborts it."""
     from flshell.tui_cmd import attach
 
-    sim.start()
+    _start(sim, out, quiet=True)
     code = attach(sim.admin_server.address)
     if sim.runner is not None and not sim.runner.done:
         sim.abort("the TUI was closed")

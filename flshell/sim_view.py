@@ -113,6 +113,11 @@ def print_summary(console: Console, res: SimulationResult) -> None:
     console.print(table)
     if res.status != "COMPLETED" and res.reason:
         console.print(f"[{style}]{res.status}:[/] {escape(res.reason)}", highlight=False)
+    for why in dict.fromkeys(res.lost_sites.values()):  # one line per worker, naming its sites
+        first, _, rest = why.partition("\n")
+        console.print(f"[red]lost:[/] {escape(first)}", highlight=False)
+        for line in rest.splitlines()[-3:]:
+            console.print(f"    {line}", highlight=False, markup=False)
     for site, detail in list(res.failure_details.items())[:5]:
         console.print(f"[bold]{escape(site)}[/]:", highlight=False)
         for line in _tail(detail, 6):

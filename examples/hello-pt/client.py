@@ -10,7 +10,7 @@ import runtime.client as flare
 from runtime.client.tracking import SummaryWriter
 
 from data import site_data, test_data
-from model import SimpleNetwork
+from model import SimpleNetwork, train_epoch
 
 
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -32,36 +32,34 @@ def main() -> None:
     flare.init()
     site = flare.get_site_name()
     index = int(re.search(r"(\d+)$", site).group(1)) if re.search(r"(\d+)$", site) else 1
+    # The site's GPUs (`flshell sim -gpu`, or a job's resource_spec on a real site) are the only
+    # ones this process sees (CUDA_VISIBLE_DEVICES): cuda:0 is the first of them.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = flare.system_info().get("gpu")
-    device = torch.device(f"cuda:{gpu.split(',')[0]}" if gpu and torch.cuda.is_available() else "cpu")
+    print(f"{site}: training on {device}" + (f" (GPU {gpu})" if gpu and device.type == "cuda" else ""))
     # Sites share the process in the simulator: each has its own generator, never the global one.
     shuffle = torch.Generator().manual_seed(args.seed + index)
 
     x, y = (torch.from_numpy(a) for a in site_data(index, args.samples, args.alpha, args.data_path))
     xt, yt = (torch.from_numpy(a).to(device) for a in test_data(data_path=args.data_path))
     net = SimpleNetwork().to(device)
-    loss_fn = nn.CrossEntropyLoss()
     writer = SummaryWriter()
     step = 0
+
+    def log_loss(loss: float) -> None:
+        nonlocal step
+        writer.add_scalar("train_loss", loss, global_step=step)
+        step += 1
 
     while flare.is_running():
         model = flare.receive()
         net.load_state_dict(model.params)
         accuracy = evaluate(net, xt, yt)  # of the global model we received
         optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
-        net.train()
         steps = 0
         for _ in range(args.epochs):
             order = torch.randperm(len(y), generator=shuffle)
-            for i in range(0, len(y), 32):
-                batch = order[i : i + 32]
-                optimizer.zero_grad()
-                loss = loss_fn(net(x[batch].to(device)), y[batch].to(device))
-                loss.backward()
-                optimizer.step()
-                writer.add_scalar("train_loss", float(loss), global_step=step)
-                step += 1
-                steps += 1
+            steps += train_epoch(net, optimizer, x, y, order, device, log_loss)
         writer.add_scalar("accuracy", accuracy, global_step=model.current_round)
         print(f"{site}: round {model.current_round + 1}: accuracy of received model {accuracy:.3f}")
         flare.send(flare.FLModel(

@@ -1,4 +1,7 @@
-"""SimpleNetwork: a small CNN for 3-channel images (CIFAR-10 sized or the synthetic 16x16 ones)."""
+"""SimpleNetwork: a small CNN for 3-channel images (CIFAR-10 sized or the synthetic 16x16 ones),
+and the epoch of training every site runs (also timed alone by tests/benchmarks/gpu_overhead.py)."""
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -16,3 +19,22 @@ class SimpleNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                order: torch.Tensor, device: torch.device, on_loss: Callable[[float], None],
+                batch_size: int = 32) -> int:
+    """One pass over (x, y) in `order`, in batches moved to `device`; `on_loss(loss)` after each
+    step. Returns the number of steps."""
+    loss_fn = nn.CrossEntropyLoss()
+    net.train()
+    steps = 0
+    for i in range(0, len(y), batch_size):
+        batch = order[i : i + batch_size]
+        optimizer.zero_grad()
+        loss = loss_fn(net(x[batch].to(device)), y[batch].to(device))
+        loss.backward()
+        optimizer.step()
+        on_loss(float(loss.detach()))
+        steps += 1
+    return steps

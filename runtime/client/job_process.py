@@ -141,7 +141,7 @@ class JobProcess:
         self.workspace = Path(args.workspace)
         self.job_dir = self.workspace / "jobs" / self.job_id
         self.log_path = self.job_dir / "log.txt"
-        self.control = _control_socket(args.control_fd)
+        self.control = control_socket(args.control_fd)
         tls = TlsFiles(Path(args.tls_root), Path(args.tls_cert), Path(args.tls_key)) \
             if args.tls_root else None
         self.transport = open_transport(args.server, tls, JobTransport)
@@ -236,7 +236,8 @@ class JobProcess:
             os._exit(code)
 
 
-def _control_socket(fd: int | None) -> socket.socket | None:
+def control_socket(fd: int | None) -> socket.socket | None:
+    """The inherited end of a socketpair to the parent (None without one); not passed on."""
     if fd is None:
         return None
     os.set_inheritable(fd, False)  # not to the scripts' own subprocesses

@@ -265,6 +265,20 @@ class ServerEngine:
         self.events.publish("site_status", site=site, status="REMOVED")
         return True
 
+    def lose_site(self, site: str, reason: str) -> None:
+        """`site` is known to be gone (the simulator's worker process hosting it died): LOST
+        now, not after heartbeats stop; its tasks fail with `reason`. A site that never
+        registered gets a record, so the job can name it and send it nothing."""
+        with self.sites.status_lock:
+            rec = self.sites.get(site)
+            if rec is None:
+                rec, _ = self.sites.upsert(site, {})
+            previous, rec.status = rec.status, SiteStatus.LOST
+            self.events.publish("site_status", site=site, status=rec.status, previous=previous,
+                                reason=reason)
+        self.fail_site_tasks(site, reason)
+        self._drop_assignments(site, lambda m: True)
+
     # ---- server-internal calls ---------------------------------------------------------------
 
     def send(self, site: str, message: SiteMessage) -> None:
@@ -387,12 +401,13 @@ class ServerEngine:
 
     def _seen(self, recs: list[SiteRecord], polling: int = 0) -> None:
         """Mark `recs` seen (and count a poll starting, +1, or ending, -1); a STALE or LOST
-        site is CONNECTED again."""
+        site that calls is CONNECTED again. A poll ending is no such call: the server ends a
+        long poll by itself, also for a site that died meanwhile."""
         with self.sites.status_lock:
             for rec in recs:
                 rec.polls_in_flight += polling
                 rec.mark_seen()
-                if rec.status in (SiteStatus.STALE, SiteStatus.LOST):
+                if polling >= 0 and rec.status in (SiteStatus.STALE, SiteStatus.LOST):
                     previous, rec.status = rec.status, SiteStatus.CONNECTED
                     back = {"rejoined": True} if previous == SiteStatus.LOST else {}
                     self.events.publish(

@@ -1,4 +1,5 @@
-"""The simulator: one server engine and N sites in this process, over the in-process transport.
+"""The simulator: one server engine and N sites in this process, over the in-process transport,
+or (`processes=True`, implied by GPUs) in worker processes that reach the engine over gRPC.
 
 It is not a second implementation: the same engine, job runner, controllers, site agents and
 executors as a real federation run here; only the transport differs.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,23 @@ def parse_gpus(text: str | None) -> list[str]:
     if not all(i.isdigit() for i in ids):
         raise SimUsageError(f"-gpu {text}: expected comma-separated GPU ids like 0,1")
     return ids
+
+
+def check_gpus(groups: list[str]) -> str | None:
+    """Refuse GPU ids this host does not have (when NVML can tell); None if all is well, else a
+    note for the user: no GPU visible here, so the sites will train on the CPU."""
+    from runtime.monitor import gpu_load
+
+    present = {int(g["index"]) for g in gpu_load()}
+    if not present:
+        return (f"-gpu {','.join(groups)}: no GPU visible on this host (NVML); each worker "
+                "still gets its CUDA_VISIBLE_DEVICES, and the scripts run on the CPU")
+    wanted = {int(i) for grp in groups for i in grp.split(",")}
+    missing = sorted(wanted - present)
+    if missing:
+        raise SimUsageError(f"-gpu: this host has no GPU {', '.join(map(str, missing))} "
+                            f"(it has {', '.join(map(str, sorted(present)))})")
+    return None
 
 
 def resolve_sites(job: Job, n_clients: int | None, clients: list[str] | None) -> list[str]:
@@ -79,6 +97,7 @@ class SimulationResult:
     result_dir: Path
     server_log: Path
     site_log_pattern: str = ""
+    lost_sites: dict[str, str] = field(default_factory=dict)  # site -> why its worker ended
 
     def site_log(self, site: str) -> Path:
         return Path(self.site_log_pattern.format(site=site))
@@ -104,9 +123,14 @@ class Simulator:
         ready_timeout: float = 60.0,
         transport: str = "inproc",
         admin_port: int | None = None,
+        processes: bool = False,
     ) -> None:
         """With `admin_port` (0 = a free one) the embedded server also serves the admin port,
-        so `flshell --server ADDR` or the TUI can watch and steer the simulation."""
+        so `flshell --server ADDR` or the TUI can watch and steer the simulation.
+
+        With `processes` (implied by `gpu`), the sites run in `threads` worker processes
+        (`runtime.sim.workers`), which reach the engine over gRPC on loopback; with `gpu`, each
+        worker sees its GPU group only (CUDA_VISIBLE_DEVICES), site i on group i mod G."""
         if transport not in ("inproc", "grpc"):
             raise SimUsageError(f"--transport {transport}: expected inproc or grpc")
         self.transport_kind = transport
@@ -114,10 +138,17 @@ class Simulator:
         self.manager: Any = None
         self.admin_server: Any = None
         self._server: Any = None
+        self._transport: Any = None
         self.job_folder = Path(job_folder)
         self.workspace_arg = workspace
         self.n_clients, self.clients = n_clients, clients
         self.threads, self.gpu_arg = threads, gpu
+        self.processes = processes
+        self.pool: Any = None
+        self.lost_sites: dict[str, str] = {}
+        self._lost_lock = threading.Lock()
+        self._unreported: list[str] = []  # lost before the job started: reported once it has
+        self.on_connect_progress: Any = None  # (connected, total) while workers connect
         self.max_clients, self.rounds = max_clients, rounds
         self.ready_timeout = ready_timeout
         self.job: Job | None = None
@@ -147,9 +178,21 @@ class Simulator:
         if self.rounds is not None and self.rounds < 1:
             raise SimUsageError(f"--rounds {self.rounds}: need at least 1 round")
         self.gpus = parse_gpus(self.gpu_arg)
+        self.processes = self.processes or bool(self.gpus)
+        self.gpu_note = check_gpus(self.gpus) if self.gpus else None
+        if self.processes:
+            from runtime.sim.workers import PlanError, plan_workers
+
+            try:
+                self.worker_plan = plan_workers(self.sites, self.threads, self.gpus)
+            except PlanError as e:
+                raise SimUsageError(str(e)) from None
+            self.transport_kind = "grpc"
         root = Path(self.workspace_arg) if self.workspace_arg else DEFAULT_WORKSPACE_ROOT / self.job.name
         self.workspace = root.resolve()
-        self.engine = ServerEngine(self.workspace / "server")
+        # worker processes heartbeat (their host and GPU load); the in-process sites need not
+        self.engine = ServerEngine(self.workspace / "server",
+                                   heartbeat_interval=2.0 if self.processes else 5.0)
         overrides = {"num_rounds": self.rounds} if self.rounds else None
         self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
                                 ready_timeout=self.ready_timeout)
@@ -199,33 +242,89 @@ class Simulator:
         assert self.runner is not None and self.engine is not None and self.job is not None
         self._t0 = time.monotonic()
         self._sink = LogSink()
-        if self.transport_kind == "grpc":  # the sites reach the engine over a real gRPC port
-            from runtime.transport.grpc_client import GrpcSiteTransport
-            from runtime.transport.grpc_server import FLServer
-
-            self._server = FLServer(self.engine, "127.0.0.1", 0).start()
-            transport = GrpcSiteTransport(self._server.address)
+        if self.processes:
+            self._start_workers()
         else:
-            transport = InProcTransport(self.engine)
-        self._transport = transport
-        n_threads = self.threads or len(self.sites)
-        gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
-        job = self.job
-        for i, site in enumerate(self.sites):
-            info: dict[str, Any] = {"simulated": True, "host_sites": len(self.sites)}
-            if self.gpus:
-                info["gpu"] = self.gpus[i % len(self.gpus)]
-            agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],
-                              self.workspace / site, self._sink, gate, info)
-            self.agents.append(agent)
-        self.pump = SitePump(transport, self.agents)
-        self.pump.start()
+            if self.transport_kind == "grpc":  # the sites reach the engine over a real gRPC port
+                from runtime.transport.grpc_client import GrpcSiteTransport
+                from runtime.transport.grpc_server import FLServer
+
+                self._server = FLServer(self.engine, "127.0.0.1", 0).start()
+                self._transport = GrpcSiteTransport(self._server.address)
+            else:
+                self._transport = InProcTransport(self.engine)
+            self._start_sites(self._transport)
         if self.manager is not None:
             from runtime.server.admin_service import AdminServer
 
             self.admin_server = AdminServer(self.manager, "127.0.0.1", self.admin_port).start()
             self.manager.addresses = {"admin": self.admin_server.address}
         self.runner.start()
+        with self._lost_lock:
+            late, self._unreported = self._unreported, []
+        for site in late:  # lost before the job started: its part fails now
+            self._lose(site, self.lost_sites[site], started=True)
+
+    def _start_sites(self, transport: Any) -> None:
+        """The sites as threads of this process, fed by one pump."""
+        job = self.job
+        assert job is not None
+        n_threads = self.threads or len(self.sites)
+        gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
+        for site in self.sites:
+            agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],
+                              self.workspace / site, self._sink, gate, self._site_info(site))
+            self.agents.append(agent)
+        self.pump = SitePump(transport, self.agents)
+        self.pump.start()
+
+    def _site_info(self, site: str, worker: Any = None) -> dict[str, Any]:
+        """What the site's scripts see in system_info(): with workers, which one hosts the
+        site and its GPU group."""
+        info: dict[str, Any] = {"simulated": True, "host_sites": len(self.sites)}
+        if worker is not None:
+            info["worker"] = worker.index
+            if worker.gpu is not None:
+                info["gpu"] = worker.gpu
+        return info
+
+    def _start_workers(self) -> None:
+        """The sites in worker processes over gRPC on loopback; returns once every site is
+        connected or known lost (its worker died or never connected: reported by site)."""
+        from runtime.sim.workers import WorkerPool
+        from runtime.transport.grpc_server import FLServer
+
+        assert self.engine is not None
+        self._server = FLServer(self.engine, "127.0.0.1", 0).start()
+        info = {s: self._site_info(s, w) for w in self.worker_plan for s in w.sites}
+        self.pool = WorkerPool(self.worker_plan, self._server.address, self.job_folder,
+                               self.workspace, info, self._worker_ended)
+        self.pool.start()
+        engine = self.engine
+
+        def connected(site: str) -> bool:
+            rec = engine.sites.get(site)
+            return rec is not None and rec.status == "CONNECTED"
+
+        self.pool.wait_connected(connected, self.ready_timeout, self.on_connect_progress)
+
+    def _worker_ended(self, worker: Any, why: str) -> None:
+        """A worker died (or never connected): its sites are lost, by name, with the reason;
+        the job goes on or fails per its min_clients / min_responses, as for a lost site."""
+        assert self.engine is not None and self.runner is not None
+        started = self.runner.workspace is not None  # the runner's start() has run
+        for site in worker.sites:
+            with self._lost_lock:
+                self.lost_sites[site] = why
+                if not started:
+                    self._unreported.append(site)
+            self._lose(site, why, started)
+
+    def _lose(self, site: str, why: str, started: bool) -> None:
+        assert self.engine is not None and self.runner is not None
+        if started:  # (a report counts as a sign of life: it comes first, LOST after it)
+            self.engine.report_job(site, self.runner.job_id, "FAILED", why)
+        self.engine.lose_site(site, why)
 
     def abort(self, by: str = "user") -> None:
         if self.runner is not None:
@@ -241,6 +340,8 @@ class Simulator:
 
     def shutdown(self) -> None:
         """Let sites finish their job's end (scripts return, logs flush), then stop them."""
+        if self.pool is not None:  # the workers end their sites' job and say goodbye themselves
+            self.pool.stop(quick=self.runner is not None and self.runner.status != JobStatus.COMPLETED)
         deadline = time.monotonic() + 10
         while any(a.busy for a in self.agents) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -253,7 +354,8 @@ class Simulator:
         for agent in self.agents:
             agent.stop(timeout=5)
         if self._server is not None:
-            self._transport.close()
+            if self._transport is not None:
+                self._transport.close()
             self._server.stop(0)
         if self.admin_server is not None:
             self.admin_server.stop(0.5)
@@ -278,4 +380,5 @@ class Simulator:
             job_dir=r.workspace.root, result_dir=r.workspace.result_dir,
             server_log=r.workspace.logs_dir / "server.log",
             site_log_pattern=str(self.workspace / "{site}" / "jobs" / r.job_id / "log.txt"),
+            lost_sites=dict(self.lost_sites),
         )

@@ -269,14 +269,25 @@ def test_thread_limit_caps_sites_inside_a_task(tmp_path, jobs):
     ids=["ids", "groups"],
 )
 def test_gpu_ids_round_robin_over_sites(tmp_path, jobs, gpu, expected):
+    """-gpu implies worker processes, one per GPU group: site i runs in the worker of group
+    i mod G, whose CUDA_VISIBLE_DEVICES is that group (no GPU here: the ids are only pinned)."""
     n = len(expected)
     ws = tmp_path / "ws"
     proc = sim(jobs / "site_info", "-n", n, "-gpu", gpu, "--rounds", 1, "-w", ws)
     assert proc.returncode == 0, describe(proc)
+    assert "in 2 worker processes" in proc.stdout, describe(proc)
     job = only_job(ws)
+    pids = {}
     for k, want in enumerate(expected, start=1):
         site = f"site-{k}"
         assert _site_lines(ws, site, job, "system_info ") == [f"system_info site_name={site} gpu={want}"]
+        (line,) = _site_lines(ws, site, job, "process ")
+        m = re.fullmatch(r"process pid=(\d+) worker=(\d+) cuda_visible=(\S+)", line)
+        assert m and m.group(3) == want, line
+        pids.setdefault(want, set()).add(int(m.group(1)))
+    # one worker process per group, and the groups' workers are different processes
+    assert all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == 2, pids
 
 
 

@@ -8,9 +8,12 @@
 site-1 and site-2 wait for each other inside their first task (tally.pair), so at least those
 two are inside a task at once, and the sleep keeps more overlapping: a site context leaking
 between threads shows up as a wrong name, a broken -t gate as too many sites inside. (It needs
-site-1 and site-2 and, with -t, at least 2 threads.)
+site-1 and site-2 and, with -t, at least 2 threads.) In worker processes (`--processes`, `-gpu`)
+sites share no module state, so there is no meeting; each site logs its process instead: pid,
+worker and CUDA_VISIBLE_DEVICES.
 """
 
+import os
 import re
 import time
 
@@ -24,11 +27,15 @@ site = flare.get_site_name()
 number = int(re.search(r"(\d+)$", site).group(1))
 info = flare.system_info()
 print(f"system_info site_name={info['site_name']} gpu={info.get('gpu')}")
+in_worker = info.get("worker") is not None
+if in_worker:
+    print(f"process pid={os.getpid()} worker={info['worker']} "
+          f"cuda_visible={os.environ.get('CUDA_VISIBLE_DEVICES')}")
 while flare.is_running():
     model = flare.receive()
     inside, taken = tally.enter()
     try:
-        if site in ("site-1", "site-2") and model.current_round == 0:
+        if site in ("site-1", "site-2") and model.current_round == 0 and not in_worker:
             tally.pair.wait()
         time.sleep(0.05)
         print(f"round {model.current_round}: name_now={flare.get_site_name()} inside={inside} taken={taken}")
