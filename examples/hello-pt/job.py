@@ -1,4 +1,5 @@
-"""hello-pt: FedAvg over 8 sites with a PyTorch CNN, as a recipe.
+"""hello-pt: FedAvg over 8 sites with a PyTorch CNN, as a recipe (this folder is also the same
+job as a job folder: `flshell sim examples/hello-pt -n 8`).
 
     python examples/hello-pt/job.py                         # 8 sites, 5 rounds, simulated
     python examples/hello-pt/job.py --export --export-dir /tmp/hello-pt-job
@@ -9,9 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch  # noqa: E402
+CUSTOM = Path(__file__).resolve().parent / "app" / "custom"  # the sites' code, shared with the job folder
+sys.path.insert(0, str(CUSTOM))
 
 from model import SimpleNetwork  # noqa: E402
 from runtime.recipes import FedAvgRecipe, SimEnv, add_experiment_tracking  # noqa: E402
@@ -31,7 +31,6 @@ def main() -> None:
     parser.add_argument("--export-dir", default="/tmp/flshell/jobs/hello-pt")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
     train_args = f"--alpha {args.alpha} --samples {args.samples}"
     if args.data_path:
         train_args += f" --data-path {args.data_path}"
@@ -39,8 +38,8 @@ def main() -> None:
         name="hello-pt",
         min_clients=args.n_clients,
         num_rounds=args.num_rounds,
-        initial_model=SimpleNetwork(),
-        train_script=str(Path(__file__).resolve().parent / "client.py"),
+        initial_model=SimpleNetwork(seed=0),
+        train_script=str(CUSTOM / "client.py"),
         train_args=train_args,
         params_transfer_type=args.transfer,
         launch_external_process=args.external,

@@ -262,8 +262,19 @@ def sites_table(sites: list[dict[str, Any]]) -> RenderableType:
         cpu, mem = _cpu_mem(_host(s))
         jobs = ", ".join(short(j) for j in info.get("jobs") or []) or "-"
         table.add_row(str(s.get("name")), status_text(s.get("status")), f"{age(s.get('heartbeat_age'))} ago",
-                      jobs, cpu, mem, str(len(info.get("gpus") or [])))
+                      jobs, cpu, mem, gpu_count(info))
     return table
+
+
+def gpu_count(info: dict[str, Any]) -> str:
+    """The GPUs a site offers its jobs (its declared inventory, else those it reports load
+    for) and how many of them jobs hold: "2", "2 (1 held)"."""
+    inventory = info.get("gpu_inventory")
+    n = len(inventory) if isinstance(inventory, list) else len(info.get("gpus") or [])
+    alloc = info.get("gpu_alloc")
+    held = len({i for ids in alloc.values() if isinstance(ids, list) for i in ids}) \
+        if isinstance(alloc, dict) else 0
+    return f"{n} ({held} held)" if held else str(n)
 
 
 SPARK = "▁▂▃▄▅▆▇█"

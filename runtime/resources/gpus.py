@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -118,9 +119,33 @@ class GpuInventory:
         return f"{len(self.gpus)} GPU{'s' if len(self.gpus) != 1 else ''} ({each})"
 
 
+def visible_ids(env: str | None) -> set[int] | None:
+    """The GPU ids a CUDA_VISIBLE_DEVICES value leaves visible: None when it is unset (all), an
+    empty set for "" or "-1" (none); ids after an entry that is not a number (a UUID, say) are
+    ignored, as CUDA stops reading there."""
+    if env is None:
+        return None
+    out: set[int] = set()
+    for part in env.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            break
+        out.add(int(part))
+    return out
+
+
 def detect_gpus() -> GpuInventory:
     """This host's GPUs as NVML numbers them; none (not an error) without nvidia-ml-py, a
-    driver, or a GPU."""
+    driver, or a GPU. An agent started with CUDA_VISIBLE_DEVICES offers only those GPUs (as
+    NVML numbers them: the PCI bus order, CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
+    inventory = _nvml_gpus()
+    allowed = visible_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if allowed is None:
+        return inventory
+    return GpuInventory(tuple(g for g in inventory.gpus if g.index in allowed))
+
+
+def _nvml_gpus() -> GpuInventory:
     from runtime.monitor.load import _nvml, _text
 
     nv = _nvml()

@@ -57,24 +57,39 @@ class NumpyModelPersistor:
 
 
 class TorchModelPersistor:
-    """Loads a torch state_dict written in flshell's wire format (what FedAvgRecipe exports).
+    """The initial torch state_dict: from a file in flshell's wire format (what FedAvgRecipe
+    exports), or from a model the job's config builds (as NVFlare's PTFileModelPersistor does).
 
     No pickle is involved: the file is a header plus raw tensor bytes.
 
     Args:
         path: the .flp file (write "{APP_DIR}/custom/initial_model.flp" for one in the app).
+        model: instead of `path`, a torch module, e.g. an inline component
+            {"path": "model.SimpleNetwork", "args": {"seed": 0}} from the app's custom/ code;
+            its state_dict is the initial model.
         to: "torch" (default) or "numpy" for a server that keeps numpy arrays.
     """
 
-    def __init__(self, path: str, to: str = "torch") -> None:
-        if not isinstance(path, str) or not path:
+    def __init__(self, path: str | None = None, model: Any = None, to: str = "torch") -> None:
+        if (path is None) == (model is None):
+            raise ArgError("path", "either path (an .flp params file) or model (a torch module)",
+                           path)
+        if path is not None and (not isinstance(path, str) or not path):
             raise ArgError("path", "the path of an .flp params file", path)
+        if model is not None and not callable(getattr(model, "state_dict", None)):
+            raise ArgError("model", "a torch module (an object with state_dict())", model)
         if to not in ("torch", "numpy"):
             raise ArgError("to", '"torch" or "numpy"', to)
         self.path = path
+        self.model = model
         self.to = to
 
     def load_model(self) -> FLModel:
+        if self.model is not None:
+            params = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.to == "numpy":
+                params = {k: v.cpu().numpy() for k, v in params.items()}
+            return FLModel(params=params, params_type=ParamsType.FULL)
         from runtime.wire import decode_params
 
         p = Path(self.path)

@@ -56,13 +56,12 @@ def alone_rounds(n: int, rounds: int, samples: int, device_name: str) -> list[fl
     """hello-pt's client loop for n sites, one after another, in this process, no runtime."""
     import torch
 
-    sys.path.insert(0, str(HELLO_PT))
+    sys.path.insert(0, str(HELLO_PT / "app" / "custom"))
     from data import site_data, test_data
     from model import SimpleNetwork, train_epoch
 
     device = torch.device(device_name)
-    torch.manual_seed(0)
-    global_net = SimpleNetwork()
+    global_net = SimpleNetwork(seed=0)
     state = {k: v.clone() for k, v in global_net.state_dict().items()}
     data = [tuple(torch.from_numpy(a) for a in site_data(k, samples, 0.5)) for k in range(1, n + 1)]
     xt, yt = (torch.from_numpy(a).to(device) for a in test_data())

@@ -1,4 +1,5 @@
-"""hello-pt: accuracy climbs over rounds; its exported job folder gives the same model."""
+"""hello-pt: accuracy climbs over rounds; its exported job folder, and the example folder itself as
+a job folder, give the same model."""
 
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def test_accuracy_climbs_and_export_matches(tmp_path):
     _run([sys.executable, "-m", "flshell.cli", "sim", str(export), "-n", "4", "-q",
           "-w", str(tmp_path / "ws2")])
     a = torch.load(job / "result" / "global_model.pt", weights_only=True)
+    b = torch.load(_job_dir(tmp_path / "ws2") / "result" / "global_model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_the_example_folder_is_the_same_job(tmp_path):
+    """`flshell sim examples/hello-pt` (its meta.json and app/) starts from the same seeded model
+    and trains the same way as job.py's recipe: the same final model, to float32 rounding."""
+    _run([sys.executable, str(JOB_PY), "--n_clients", "2", "--num_rounds", "2",
+          "--workspace", str(tmp_path / "ws")])
+    _run([sys.executable, "-m", "flshell.cli", "sim", str(JOB_PY.parent), "-n", "2",
+          "--rounds", "2", "-q", "-w", str(tmp_path / "ws2")])
+    a = torch.load(_job_dir(tmp_path / "ws") / "result" / "global_model.pt", weights_only=True)
     b = torch.load(_job_dir(tmp_path / "ws2") / "result" / "global_model.pt", weights_only=True)
     assert a.keys() == b.keys()
     for key in a:

@@ -505,3 +505,14 @@ def test_sparkline_scale_width_and_gaps():
     assert render.sparkline([0, 100, None, 50], width=10) == "▁█ ▅"
     assert render.sparkline(range(0, 100, 10), width=3) == "▆▇█"  # the latest `width` samples
     assert render.sparkline([], width=5) == ""
+
+
+@pytest.mark.parametrize("info, shown", [
+    ({"gpus": [{"index": 0}, {"index": 1}]}, "2"),
+    ({"gpus": [], "gpu_inventory": [{"index": 0}, {"index": 1}], "gpu_alloc": {}}, "2"),
+    ({"gpu_inventory": [{"index": 0}, {"index": 1}, {"index": 2}], "gpu_alloc": {"job-a": [0, 2]}},
+     "3 (2 held)"),
+    ({}, "0"),
+])
+def test_the_sites_gpus_column_counts_the_declared_gpus_and_those_held(info, shown):
+    assert render.gpu_count(info) == shown

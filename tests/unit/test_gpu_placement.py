@@ -73,6 +73,7 @@ class FakeNvml:
 def test_detection_reads_nvml_and_finds_nothing_without_it(monkeypatch):
     from runtime.monitor import load
 
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(load, "_nvml", lambda: FakeNvml())
     assert detect_gpus().gpus == (Gpu(0, 80 * GIB, "NVIDIA H100"), Gpu(1, None, "NVIDIA H100"))
     monkeypatch.setattr(load, "_nvml", lambda: None)
@@ -81,6 +82,16 @@ def test_detection_reads_nvml_and_finds_nothing_without_it(monkeypatch):
     broken.nvmlDeviceGetCount = lambda: (_ for _ in ()).throw(RuntimeError("driver gone"))
     monkeypatch.setattr(load, "_nvml", lambda: broken)
     assert detect_gpus() == GpuInventory()
+
+
+@pytest.mark.parametrize("visible, indices", [("1", [1]), ("0,1", [0, 1]), ("", []), ("-1", []),
+                                              ("1,GPU-abc,0", [1]), ("7", [])])
+def test_an_agent_started_with_cuda_visible_devices_offers_only_those(monkeypatch, visible, indices):
+    from runtime.monitor import load
+
+    monkeypatch.setattr(load, "_nvml", lambda: FakeNvml())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert [g.index for g in detect_gpus().gpus] == indices
 
 
 # ---- resource_spec -----------------------------------------------------------------------------
