@@ -118,8 +118,10 @@ class SimEnv(Env):
     Args:
         num_clients: sites named site-1..site-N (or give `clients`).
         clients: site names.
-        num_threads: how many sites execute at once (default: all).
-        gpu_config: GPU ids round-robin over sites, e.g. "0,1".
+        num_threads: how many sites execute at once (default: all); with processes, how many
+            worker processes.
+        gpu_config: GPU ids round-robin over sites, e.g. "0,1" (implies processes).
+        processes: run the sites in worker processes over gRPC (`flshell sim --processes`).
         workspace_root: the run's workspace is `<workspace_root>/<job name>`.
         wait: return from execute() only when the job has ended (default).
     """
@@ -132,6 +134,7 @@ class SimEnv(Env):
         gpu_config: str | None = None,
         workspace_root: str | Path = DEFAULT_WORKSPACE_ROOT,
         wait: bool = True,
+        processes: bool = False,
     ) -> None:
         if num_clients is None and not clients:
             raise ArgError("num_clients", "a number of sites (or clients=[names])", None)
@@ -139,6 +142,7 @@ class SimEnv(Env):
         self.clients = clients
         self.num_threads = num_threads
         self.gpu_config = gpu_config
+        self.processes = processes
         self.workspace_root = Path(workspace_root)
         self.wait = wait
 
@@ -149,7 +153,7 @@ class SimEnv(Env):
         n = len(self.clients) if self.clients else int(self.num_clients or 0)
         sim = Simulator(job_dir, workspace=workspace, n_clients=None if self.clients else n,
                         clients=self.clients, threads=self.num_threads, gpu=self.gpu_config,
-                        max_clients=max(100, n))
+                        max_clients=max(100, n), processes=self.processes)
         sim.prepare()
         sim.start()
         run = SimRun(sim)

@@ -56,10 +56,14 @@ def test_tensorboard_files_hold_site_and_round_metrics(tmp_path):
     assert [s.step for s in server.Scalars("score")] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("external", [False, True])
-def test_external_process_gives_the_same_result(tmp_path, external):
+@pytest.mark.parametrize("external, processes", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["in-process", "external", "workers", "workers+external"])
+def test_external_process_gives_the_same_result(tmp_path, external, processes):
+    """Scripts in the site's thread or their own process; sites in this process or in two
+    worker processes (SimEnv(processes=True)): the same model."""
     run = np_recipe(launch_external_process=external).execute(
-        SimEnv(num_clients=3, workspace_root=tmp_path))
+        SimEnv(num_clients=3, num_threads=2 if processes else None, processes=processes,
+               workspace_root=tmp_path))
     assert run.get_status() == "COMPLETED"
     np.testing.assert_allclose(load(run.get_result()), [6.0] * 3, atol=1e-12)
 
