@@ -258,3 +258,24 @@ def test_worker_sites_heartbeat_their_process_and_gpu_group(tmp_path, jobs):
         simulator.abort("test")
         result = simulator.wait(60)
     assert result.status == "ABORTED"
+
+
+def test_workers_die_with_a_killed_simulator(tmp_path, jobs):
+    """SIGKILL the `flshell sim --processes` process mid-round: its workers (and the scripts in
+    them) end too, through their control sockets, instead of running on as orphans."""
+    job = _slow_job(tmp_path, jobs, min_clients=1, slow="all")
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flshell.cli", "sim", str(job), "-n", "4", "-t", "2", "--processes",
+         "-q", "-w", str(ws)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_stalled(ws, "site-1", "site-2", "site-3", "site-4")
+        workers = [p for p in procs_mentioning(WORKER) if str(ws) in " ".join(p.cmdline())]
+        assert len(workers) == 2, workers
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != "zombie" for p in workers):
+        assert time.monotonic() < deadline, "workers outlived their simulator"
+        time.sleep(0.1)
