@@ -129,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + grace[0]
     while any(a.busy for a in agents) and time.monotonic() < deadline:
         time.sleep(0.05)
-    pump.stop(timeout=2)
+    pump.request_stop()
     for agent in agents:
         agent.stop(timeout=max(0.5, deadline - time.monotonic()))
     sink.close()
-    transport.close()
+    transport.close()  # ends the pump's long poll now, not at its timeout
+    pump.stop(timeout=2)
     return 0
 
 
