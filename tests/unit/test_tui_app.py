@@ -72,6 +72,23 @@ def test_no_gpu_is_said_plainly():
     run(scenario())
 
 
+def test_no_gpu_says_why_when_the_sites_agree():
+    note = "no NVML: ModuleNotFoundError: No module named 'pynvml'"
+    sites = [{"name": f"site-{i}", "status": "CONNECTED", "last_seen": NOW, "heartbeat_age": 0.0,
+              "info": {"gpus": [], "gpu_note": note if i < 3 else "no GPU"}} for i in (1, 2, 3)]
+
+    async def scenario(sites, expected) -> None:
+        app = make_app(ScriptedSource([], sites, now=NOW))
+        async with app.run_test(size=(120, 24)) as pilot:
+            panel = app.screen.query_one(GpuPanel)
+            await until(pilot, lambda: app.state.sites, "the sites")
+            await pilot.pause()
+            assert str(panel.query_one("#no-gpu", Static).render()) == expected
+
+    run(scenario(sites[:2], f"no GPU on any of the 2 sites ({note})"))
+    run(scenario(sites, "no GPU on any of the 3 sites"))  # they differ: no reason picked
+
+
 def test_a_freshly_opened_tui_shows_the_gpu_history_the_server_kept():
     sites = [{"name": "site-1", "status": "CONNECTED", "last_seen": NOW, "heartbeat_age": 1.0,
               "info": {"gpus": [{"index": 0, "name": "H100", "util_percent": 90, "mem_used": 1, "mem_total": 2}]}}]

@@ -105,15 +105,19 @@ class GpuPanel(VerticalScroll):
         for key, gpu in wanted.items():
             site = state.sites.get(key[0], {})
             self.rows[key].show(gpu, list(state.gpu_util.get(key, ())), site.get("status") != "CONNECTED")
-        self.query_one("#no-gpu", Static).update(_no_gpu_line(without, bool(wanted)))
+        notes = {(state.sites[n].get("info") or {}).get("gpu_note") for n in without}
+        note = notes.pop() if len(notes) == 1 else None  # said once when all sites say the same
+        self.query_one("#no-gpu", Static).update(_no_gpu_line(without, bool(wanted), note))
         self.border_subtitle = f"{len(wanted)} GPU" + ("" if len(wanted) == 1 else "s")
         self.set_class(not wanted, "-none")  # app.tcss gives an empty panel less room
 
 
-def _no_gpu_line(sites: list[str], any_gpu: bool) -> str:
+def _no_gpu_line(sites: list[str], any_gpu: bool, note: str | None = None) -> str:
+    """Who has no GPU, and why when they all say the same (their heartbeats' gpu_note)."""
     if not sites:
         return ""
+    why = f" ({note})" if note and note != "no GPU" else ""
     if not any_gpu:
-        return "no GPU" + (f" on any of the {len(sites)} sites" if len(sites) > 1 else f" on {sites[0]}")
+        return "no GPU" + (f" on any of the {len(sites)} sites" if len(sites) > 1 else f" on {sites[0]}") + why
     names = ", ".join(sites[:MAX_NAMES]) + (f" and {len(sites) - MAX_NAMES} more" if len(sites) > MAX_NAMES else "")
-    return f"no GPU: {names}"
+    return f"no GPU: {names}{why}"
