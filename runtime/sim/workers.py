@@ -77,6 +77,11 @@ def plan_workers(sites: list[str], workers: int | None, gpus: list[str]) -> list
     return used
 
 
+def cpu_share(workers: int) -> int:
+    """Threads per worker when `workers` workers share this host's cores (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 class WorkerPool:
     """Starts the planned workers against `server_address`; `on_exit(worker, why)` is called
     (on a watcher thread) when one ends before `stop()`."""
@@ -109,6 +114,9 @@ class WorkerPool:
         env = dict(os.environ)
         root = str(Path(runtime.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        # T workers share the host's cores: unless the user chose, each gets its share of
+        # threads for torch/numpy (as torchrun does), not one per core each
+        env.setdefault("OMP_NUM_THREADS", str(cpu_share(len(self.workers))))
         if w.gpu is not None:
             cmd += ["--gpu", w.gpu]
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = nvidia-smi's = NVML's

@@ -6,6 +6,7 @@ Each test runs the real CLI in a subprocess (see conftest.py) on a workspace und
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -282,8 +283,10 @@ def test_gpu_ids_round_robin_over_sites(tmp_path, jobs, gpu, expected):
         site = f"site-{k}"
         assert _site_lines(ws, site, job, "system_info ") == [f"system_info site_name={site} gpu={want}"]
         (line,) = _site_lines(ws, site, job, "process ")
-        m = re.fullmatch(r"process pid=(\d+) worker=(\d+) cuda_visible=(\S+)", line)
+        m = re.fullmatch(r"process pid=(\d+) worker=(\d+) cuda_visible=(\S+) omp=(\d+)", line)
         assert m and m.group(3) == want, line
+        # the two workers share the cores: each its share of threads, at least 1
+        assert int(m.group(4)) == max(1, (os.cpu_count() or 1) // 2), line
         pids.setdefault(want, set()).add(int(m.group(1)))
     # one worker process per group, and the groups' workers are different processes
     assert all(len(p) == 1 for p in pids.values()), pids
@@ -306,3 +309,15 @@ def test_metric_names_with_brackets_are_printed_as_written(tmp_path, jobs):
     assert proc.returncode == 0, describe(proc)
     assert "COMPLETED" in proc.stdout
     assert "loss[val]=0.5" in proc.stdout and "acc[/top1]=0.25" in proc.stdout, describe(proc)
+
+
+def test_workers_keep_the_users_thread_count(tmp_path, jobs, monkeypatch):
+    """OMP_NUM_THREADS set by the user reaches every worker as it is."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    ws = tmp_path / "ws"
+    proc = sim(jobs / "site_info", "-n", 2, "-t", 2, "--processes", "--rounds", 1, "-w", ws)
+    assert proc.returncode == 0, describe(proc)
+    job = only_job(ws)
+    for site in ("site-1", "site-2"):
+        (line,) = _site_lines(ws, site, job, "process ")
+        assert line.endswith(" omp=3"), line

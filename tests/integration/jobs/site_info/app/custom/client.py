@@ -30,7 +30,7 @@ print(f"system_info site_name={info['site_name']} gpu={info.get('gpu')}")
 in_worker = info.get("worker") is not None
 if in_worker:
     print(f"process pid={os.getpid()} worker={info['worker']} "
-          f"cuda_visible={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+          f"cuda_visible={os.environ.get('CUDA_VISIBLE_DEVICES')} omp={os.environ.get('OMP_NUM_THREADS')}")
 while flare.is_running():
     model = flare.receive()
     inside, taken = tally.enter()
