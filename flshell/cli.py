@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = sub.add_parser(
         "sim",
-        help="run a job folder on a simulated federation in this process",
-        description="Run a job folder on a server and N simulated sites in this process.",
+        help="run a job folder on a simulated federation on this machine",
+        description="Run a job folder on a server and N simulated sites in this process "
+                    "(or, with --processes or -gpu, in worker processes).",
         epilog=SIM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                      default=100, help="refuse more sites than this (default: 100)")
     sim.add_argument("--rounds", type=_positive_int, help="override the workflow's num_rounds")
     sim.add_argument("--ready-timeout", type=float, default=60.0,
-                     help="seconds to wait for sites to start the job (default: 60)")
+                     help="seconds to wait for sites to start the job; with worker processes, "
+                          "also the longest wait with no new site connecting (default: 60)")
     sim.add_argument("--transport", choices=["inproc", "grpc"], default="inproc",
                      help="how sites reach the server: in-process calls (default) or gRPC on "
                           "127.0.0.1 (the transport a real federation uses)")
