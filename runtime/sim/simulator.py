@@ -20,6 +20,7 @@ from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_j
 from runtime.jobs.errors import ArgError, render
 from runtime.server.engine import ServerEngine
 from runtime.server.job_runner import JobRunner, JobStatus
+from runtime.server.sites import SiteStatus
 from runtime.transport.inproc import InProcTransport
 
 DEFAULT_WORKSPACE_ROOT = Path("/tmp/flshell/simulation")
@@ -148,6 +149,7 @@ class Simulator:
         self.lost_sites: dict[str, str] = {}
         self._lost_lock = threading.Lock()
         self._unreported: list[str] = []  # lost before the job started: reported once it has
+        self._job_started = False  # (under _lost_lock: a worker may die while the job starts)
         self.on_connect_progress: Any = None  # (connected, total) while workers connect
         self.max_clients, self.rounds = max_clients, rounds
         self.ready_timeout = ready_timeout
@@ -261,6 +263,7 @@ class Simulator:
             self.manager.addresses = {"admin": self.admin_server.address}
         self.runner.start()
         with self._lost_lock:
+            self._job_started = True
             late, self._unreported = self._unreported, []
         for site in late:  # lost before the job started: its part fails now
             self._lose(site, self.lost_sites[site], started=True)
@@ -304,18 +307,17 @@ class Simulator:
 
         def connected(site: str) -> bool:
             rec = engine.sites.get(site)
-            return rec is not None and rec.status == "CONNECTED"
+            return rec is not None and rec.status == SiteStatus.CONNECTED
 
         self.pool.wait_connected(connected, self.ready_timeout, self.on_connect_progress)
 
     def _worker_ended(self, worker: Any, why: str) -> None:
         """A worker died (or never connected): its sites are lost, by name, with the reason;
         the job goes on or fails per its min_clients / min_responses, as for a lost site."""
-        assert self.engine is not None and self.runner is not None
-        started = self.runner.workspace is not None  # the runner's start() has run
         for site in worker.sites:
             with self._lost_lock:
                 self.lost_sites[site] = why
+                started = self._job_started
                 if not started:
                     self._unreported.append(site)
             self._lose(site, why, started)

@@ -162,11 +162,11 @@ class WorkerPool:
             self.on_exit(w, why)
 
     def wait_connected(self, connected: Callable[[str], bool], stall_timeout: float,
-                       progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+                       progress: Callable[[int, int], None] | None = None) -> None:
         """Wait until each site is connected or its worker has ended. No fixed deadline: as
         long as sites keep connecting the wait goes on (a loaded host is slow, not broken);
         `stall_timeout` seconds without a new site ends it, and the workers whose sites are
-        still missing are stopped. Returns site -> why, for the sites that never connected."""
+        still missing are stopped (and reported through `on_exit`)."""
         sites = [s for w in self.workers for s in w.sites]
         last_count, last_change = -1, time.monotonic()
         while True:
@@ -187,7 +187,6 @@ class WorkerPool:
                     self._kill(w)
                 break
             time.sleep(0.05)
-        return {s: "never connected" for s in sites if not connected(s)}
 
     def _kill(self, w: Worker) -> None:
         """SIGKILL the worker's process group: the worker and whatever it started."""
