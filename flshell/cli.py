@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from flshell.argtypes import positive_int as _positive_int
+from runtime import paths
 
 SIM_EPILOG = """\
 examples:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sim.add_argument("job_folder", help="job folder (meta.json + app folders) or a bare app folder")
-    sim.add_argument("-w", "--workspace", help="workspace folder (default: /tmp/flshell/simulation/<job name>)")
+    sim.add_argument("-w", "--workspace", help=f"workspace folder (default: {paths.default('simulation')}/<job name>)")
     who = sim.add_mutually_exclusive_group()
     who.add_argument("-n", "--n_clients", "--n-clients", dest="n_clients", type=_positive_int,
                      help="number of sites, named site-1..site-N")

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 from flshell import exit_codes
+from runtime import paths
 
 EPILOG = """\
 examples:
   flshell                                   console on an embedded local federation (2 sites)
   flshell --sites 4                         ... with 4 sites
-  flshell --poc                             console on the POC in /tmp/flshell/poc
+  flshell --poc                             console on the POC in $FLSHELL_HOME/poc
   flshell --server 127.0.0.1:8003           console on any server's admin port
   flshell --startup prod/admin@org-a.com    as that admin (startup kit: mutual TLS, its server)
   flshell --poc -c "list_jobs; sites"       run commands and exit
@@ -30,8 +31,8 @@ exit status: 0 ok, 1 a command failed, 2 usage error, 3 server unreachable,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
-    target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
-                        help="attach to the POC in DIR (default /tmp/flshell/poc)")
+    target.add_argument("--poc", nargs="?", const=str(paths.default("poc")), metavar="DIR",
+                        help=f"attach to the POC in DIR (default {paths.default('poc')})")
     parser.add_argument("--startup", metavar="KIT",
                         help="attach as the admin of this startup kit (flshell provision): "
                              "mutual TLS to the server its fed_admin.json names (or --server)")
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", type=int, default=2, metavar="N",
                         help="sites of the embedded local federation (default 2)")
     parser.add_argument("--local-workspace", type=Path, metavar="DIR",
-                        help="workspace of the embedded local federation (default /tmp/flshell/local)")
+                        help="workspace of the embedded local federation "
+                             f"(default {paths.default('local')})")
     parser.add_argument("--user", default="admin", help="who submits (until certificates name the admin)")
 
 

@@ -33,7 +33,9 @@ from typing import Any
 
 import psutil
 
-DEFAULT_DIR = Path("/tmp/flshell/poc")
+from runtime import paths
+
+DEFAULT_DIR = paths.default("poc")  # $FLSHELL_HOME/poc: see runtime.paths
 HOST = "127.0.0.1"
 MANIFEST = "poc.json"
 KITS_DIR = "prod"
@@ -84,7 +86,7 @@ def prepare(root: Path, n_sites: int = 2, sites: list[str] | None = None, force:
     elif root.exists() and any(root.iterdir()):
         raise PocError(f"{root} exists and is not a POC workspace: choose another folder with -w")
     fl_port, admin_port = _free_port(), _free_port()
-    (root / "server").mkdir(parents=True, exist_ok=True)
+    paths.ensure(root / "server")
     (root / "server" / "config.json").write_text(json.dumps({
         "host": HOST, "fl_port": fl_port, "admin_port": admin_port,
         "heartbeat_interval": heartbeat_interval, "lost_after": lost_after}, indent=2) + "\n")

@@ -11,7 +11,7 @@ from flshell import exit_codes
 
 EPILOG = """\
 examples:
-  flshell poc prepare -n 2            server + site-1 + site-2 in /tmp/flshell/poc (mutual TLS)
+  flshell poc prepare -n 2            server + site-1 + site-2 in $FLSHELL_HOME/poc (mutual TLS)
   flshell poc prepare -n 2 --insecure ... in plain text
   flshell poc start                   start them in the background; prints the admin address
   flshell --poc -c "submit_job examples/hello-numpy"

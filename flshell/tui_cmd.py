@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from flshell import exit_codes
+from runtime import paths
 
 EPILOG = """\
 examples:
   flshell tui                               on an embedded local federation (2 sites)
   flshell tui --sites 4                     ... with 4 sites
-  flshell tui --poc                         on the POC in /tmp/flshell/poc
+  flshell tui --poc                         on the POC in $FLSHELL_HOME/poc
   flshell tui --server 127.0.0.1:8003       on any server's admin port (or a running `flshell sim`)
   flshell tui --server HOST:PORT --readonly no submit, abort or clone keys
   flshell tui --startup prod/admin@org-a.com as that admin (startup kit: mutual TLS, its server)
@@ -28,14 +29,15 @@ exit status: 0 ok, 2 usage error (or an unusable startup kit), 3 the server coul
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--server", metavar="HOST:PORT", help="attach to the admin port of a server")
-    target.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
-                        help="attach to the POC in DIR (default /tmp/flshell/poc)")
+    target.add_argument("--poc", nargs="?", const=str(paths.default("poc")), metavar="DIR",
+                        help=f"attach to the POC in DIR (default {paths.default('poc')})")
     parser.add_argument("--startup", metavar="KIT",
                         help="attach as the admin of this startup kit (flshell provision): mutual TLS")
     parser.add_argument("--sites", type=int, default=2, metavar="N",
                         help="sites of the embedded local federation (default 2)")
     parser.add_argument("--local-workspace", type=Path, metavar="DIR",
-                        help="workspace of the embedded local federation (default /tmp/flshell/local)")
+                        help="workspace of the embedded local federation "
+                             f"(default {paths.default('local')})")
     parser.add_argument("--readonly", action="store_true",
                         help="hide the keys that change the server (submit, abort, clone)")
     parser.add_argument("--refresh", type=float, default=5.0, metavar="S",

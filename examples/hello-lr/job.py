@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from runtime import paths  # noqa: E402
 from runtime.recipes import PocEnv, SimEnv  # noqa: E402
 from runtime.recipes.lr import FedAvgLrRecipe  # noqa: E402
 
@@ -27,11 +28,12 @@ def main() -> None:
     parser.add_argument("--damping", type=float, default=1.0, help="Newton step size")
     parser.add_argument("--seed", type=int, default=0, help="the synthetic data's seed")
     parser.add_argument("--external", action="store_true", help="each site's script in its own process")
-    parser.add_argument("--workspace", default="/tmp/flshell/simulation")
-    parser.add_argument("--poc", nargs="?", const="/tmp/flshell/poc", metavar="DIR",
+    parser.add_argument("--workspace", default=None, help="runs go to WORKSPACE/<job name> "
+                        "(default $FLSHELL_HOME/simulation)")
+    parser.add_argument("--poc", nargs="?", const=str(paths.default("poc")), metavar="DIR",
                         help="run on the POC in DIR (flshell poc start) instead of simulating")
     parser.add_argument("--export", action="store_true", help="write the job folder instead of running")
-    parser.add_argument("--export-dir", default="/tmp/flshell/jobs/hello-lr")
+    parser.add_argument("--export-dir", default=str(paths.default("jobs", "hello-lr")))
     args = parser.parse_args()
 
     recipe = FedAvgLrRecipe(

@@ -14,6 +14,7 @@ CUSTOM = Path(__file__).resolve().parent / "app" / "custom"  # the sites' code, 
 sys.path.insert(0, str(CUSTOM))
 
 from model import SimpleNetwork  # noqa: E402
+from runtime import paths  # noqa: E402
 from runtime.recipes import FedAvgRecipe, SimEnv, add_experiment_tracking  # noqa: E402
 
 
@@ -26,9 +27,10 @@ def main() -> None:
     parser.add_argument("--data-path", default=None, help="CIFAR-10 binary folder (optional)")
     parser.add_argument("--transfer", choices=["FULL", "DIFF"], default="FULL")
     parser.add_argument("--external", action="store_true", help="each site's script in its own process")
-    parser.add_argument("--workspace", default="/tmp/flshell/simulation")
+    parser.add_argument("--workspace", default=None, help="runs go to WORKSPACE/<job name> "
+                        "(default $FLSHELL_HOME/simulation)")
     parser.add_argument("--export", action="store_true", help="write the job folder instead of running")
-    parser.add_argument("--export-dir", default="/tmp/flshell/jobs/hello-pt")
+    parser.add_argument("--export-dir", default=str(paths.default("jobs", "hello-pt")))
     args = parser.parse_args()
 
     train_args = f"--alpha {args.alpha} --samples {args.samples}"

@@ -17,6 +17,7 @@ from flshell.console import render
 from flshell.console.live import Cancelled, follow_log, wait_for_job, watch_events
 from flshell.exit_codes import JOB_UNSUCCESSFUL, OK
 from flshell.argtypes import positive_int as _positive_int
+from runtime import paths
 
 if TYPE_CHECKING:
     from flshell.console.script import Runner
@@ -176,11 +177,13 @@ def _clone_job(r: "Runner", a: argparse.Namespace) -> int:
     return OK
 
 
-@command("download_job", "fetch a job's server workspace (result, logs, metrics) into DEST/<job id>/",
-         arg("job", metavar="ID"), arg("dest", metavar="DEST", nargs="?", default="."),
+@command("download_job", "fetch a job's server workspace (result, logs, metrics) into DEST/<job id>/ "
+         "(default DEST: $FLSHELL_HOME/downloads)",
+         arg("job", metavar="ID"), arg("dest", metavar="DEST", nargs="?", default=None),
          completions={"job": "job", "dest": "path"})
 def _download_job(r: "Runner", a: argparse.Namespace) -> int:
-    folder = r.session.download_job(r.job(a.job), a.dest)
+    dest = Path(a.dest).expanduser() if a.dest else paths.ensure(paths.default("downloads"))
+    folder = r.session.download_job(r.job(a.job), dest)
     r.emit({"job_id": folder.name, "path": str(folder)}, str(folder))
     return OK
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.admin import FINAL_STATUSES, Denied, Refused, ServerUnreachable, Session
 from runtime.jobs.errors import ArgError, check_positive_int
-from runtime.sim.simulator import DEFAULT_WORKSPACE_ROOT, SimulationResult, Simulator
+from runtime import paths
+from runtime.sim.simulator import SimulationResult, Simulator
 
 if TYPE_CHECKING:
     from runtime.recipes.base import Recipe
@@ -122,7 +123,8 @@ class SimEnv(Env):
             worker processes.
         gpu_config: GPU ids round-robin over sites, e.g. "0,1" (implies processes).
         processes: run the sites in worker processes over gRPC (`flshell sim --processes`).
-        workspace_root: the run's workspace is `<workspace_root>/<job name>`.
+        workspace_root: the run's workspace is `<workspace_root>/<job name>` (default
+            `$FLSHELL_HOME/simulation`, see runtime.paths).
         wait: return from execute() only when the job has ended (default).
     """
 
@@ -132,7 +134,7 @@ class SimEnv(Env):
         clients: list[str] | None = None,
         num_threads: int | None = None,
         gpu_config: str | None = None,
-        workspace_root: str | Path = DEFAULT_WORKSPACE_ROOT,
+        workspace_root: str | Path | None = None,
         wait: bool = True,
         processes: bool = False,
     ) -> None:
@@ -143,7 +145,7 @@ class SimEnv(Env):
         self.num_threads = num_threads
         self.gpu_config = gpu_config
         self.processes = processes
-        self.workspace_root = Path(workspace_root)
+        self.workspace_root = Path(workspace_root or paths.default("simulation"))
         self.wait = wait
 
     def deploy(self, recipe: "Recipe") -> Run:
@@ -168,8 +170,6 @@ class SimEnv(Env):
 # "admin_address" ("HOST:PORT") and "sites" (site names); also "fl_address", "host", ports.
 # runtime never imports flshell, so PocEnv reads this file itself.
 POC_MANIFEST = "poc.json"
-DEFAULT_POC_WORKSPACE = Path("/tmp/flshell/poc")
-DEFAULT_POC_RUNS_ROOT = Path("/tmp/flshell/poc_runs")
 _COUNTED = ("CONNECTED", "STALE")  # site statuses the scheduler counts
 
 
@@ -210,14 +210,14 @@ class PocRun(Run):
     job's server folder (result/, rounds/, metrics.jsonl, logs/) to `<workspace_root>/<job id>/`
     (`self.workspace`), then answer from there. `job` is the last record the server gave."""
 
-    def __init__(self, address: str, job_id: str, workspace_root: str | Path = DEFAULT_POC_RUNS_ROOT,
+    def __init__(self, address: str, job_id: str, workspace_root: str | Path | None = None,
                  session_timeout: float = 30.0, poll: float = 2.0,
                  startup_kit: str | Path | None = None) -> None:
         """`startup_kit`: an admin startup kit; the run's sessions use it (mutual TLS)."""
         self.address = address
         self.startup_kit = startup_kit
         self.job_id = job_id
-        self.workspace_root = Path(workspace_root)
+        self.workspace_root = Path(workspace_root or paths.default("poc_runs"))
         self.session_timeout = session_timeout
         self.poll = poll
         self.workspace: Path | None = None
@@ -287,7 +287,7 @@ class PocRun(Run):
         with self._lock:
             if self.workspace is not None:
                 return
-            target = self.workspace_root / self.job_id
+            target = paths.ensure(self.workspace_root) / self.job_id
             if not (target / "result").is_dir():  # a previous PocRun may have fetched it already
                 target = self.session().download_job(self.job_id, self.workspace_root)
             self.workspace = target
@@ -317,7 +317,7 @@ class PocEnv(Env):
     """Run on a POC federation that is already running on this machine, or on any flshell
     server whose admin port answers without TLS.
 
-    `PocEnv()` attaches to the POC in /tmp/flshell/poc (its `poc.json` names the server's admin
+    `PocEnv()` attaches to the POC in `$FLSHELL_HOME/poc` (see runtime.paths; its `poc.json` names the server's admin
     address and sites); make and start one first with `flshell poc prepare -n 2` and
     `flshell poc start`, or pass `start=True` to have PocEnv run `flshell poc start` (as a
     subprocess of this interpreter: runtime never imports flshell; the POC then keeps running
@@ -343,11 +343,11 @@ class PocEnv(Env):
 
     def __init__(
         self,
-        poc_workspace: str | Path = DEFAULT_POC_WORKSPACE,
+        poc_workspace: str | Path | None = None,
         num_clients: int | None = None,
         admin_address: str | None = None,
         start: bool = False,
-        workspace_root: str | Path = DEFAULT_POC_RUNS_ROOT,
+        workspace_root: str | Path | None = None,
         wait: bool = True,
         timeout: float | None = None,
         connect_timeout: float = 10.0,
@@ -358,11 +358,11 @@ class PocEnv(Env):
             raise ArgError("admin_address", '"HOST:PORT"', admin_address)
         if start and admin_address is not None:
             raise ArgError("start", "False with admin_address (start=True starts a POC workspace)", start)
-        self.poc_workspace = Path(poc_workspace).absolute()
+        self.poc_workspace = Path(poc_workspace or paths.default("poc")).absolute()
         self.num_clients = num_clients
         self.admin_address = admin_address
         self.start = start
-        self.workspace_root = Path(workspace_root)
+        self.workspace_root = Path(workspace_root or paths.default("poc_runs"))
         self.wait = wait
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -449,9 +449,6 @@ class PocEnv(Env):
 
 # ---- a provisioned federation, through an admin's startup kit -------------------------------
 
-DEFAULT_PROD_RUNS_ROOT = Path("/tmp/flshell/prod_runs")
-
-
 def find_admin_kit(location: str | Path, username: str | None = None) -> Path:
     """The admin kit folder: `location` itself (prod/admin@org.com), or, with `username`,
     `location/<username>` (prod/); EnvError saying what is there otherwise."""
@@ -491,7 +488,7 @@ class ProdEnv(PocEnv):
         startup_kit_location: str | Path,
         username: str | None = None,
         num_clients: int | None = None,
-        workspace_root: str | Path = DEFAULT_PROD_RUNS_ROOT,
+        workspace_root: str | Path | None = None,
         wait: bool = True,
         timeout: float | None = None,
         connect_timeout: float = 10.0,
@@ -512,7 +509,7 @@ class ProdEnv(PocEnv):
         if not isinstance(address, str) or ":" not in address:
             raise EnvError(f"{kit.startup / 'fed_admin.json'} names no server HOST:PORT")
         super().__init__(num_clients=num_clients, admin_address=address,
-                         workspace_root=workspace_root, wait=wait, timeout=timeout,
+                         workspace_root=workspace_root or paths.default("prod_runs"), wait=wait, timeout=timeout,
                          connect_timeout=connect_timeout)
         self.kit = kit
         self.username = kit.name

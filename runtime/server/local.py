@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_WORKSPACE = Path("/tmp/flshell/local")
+from runtime import paths
+
 
 
 class LocalFederation:
@@ -27,7 +28,7 @@ class LocalFederation:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate site names in {names}")
         self.site_names = names
-        self.workspace = Path(workspace or DEFAULT_WORKSPACE).absolute()
+        self.workspace = Path(workspace or paths.default("local")).absolute()
         self.max_jobs = max_jobs
         self.admin_port = admin_port
         self.heartbeat_interval = heartbeat_interval
@@ -53,6 +54,7 @@ class LocalFederation:
         from runtime.server.manager import JobManager
         from runtime.transport.inproc import InProcTransport
 
+        paths.ensure(self.workspace)
         server_ws = self.workspace / "server"
         self.engine = ServerEngine(server_ws, heartbeat_interval=self.heartbeat_interval,
                                    monitor=True)

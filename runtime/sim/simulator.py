@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime import paths
 from runtime.client.agent import SiteAgent, SitePump
 from runtime.client.sitelog import LogSink
 from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_job
@@ -23,7 +24,6 @@ from runtime.server.job_runner import JobRunner, JobStatus
 from runtime.server.sites import SiteStatus
 from runtime.transport.inproc import InProcTransport
 
-DEFAULT_WORKSPACE_ROOT = Path("/tmp/flshell/simulation")
 
 
 class SimUsageError(ValueError):
@@ -190,8 +190,8 @@ class Simulator:
             except PlanError as e:
                 raise SimUsageError(str(e)) from None
             self.transport_kind = "grpc"
-        root = Path(self.workspace_arg) if self.workspace_arg else DEFAULT_WORKSPACE_ROOT / self.job.name
-        self.workspace = root.resolve()
+        root = Path(self.workspace_arg) if self.workspace_arg else paths.default("simulation", self.job.name)
+        self.workspace = paths.ensure(root).resolve()
         # worker processes heartbeat (their host and GPU load); the in-process sites need not
         self.engine = ServerEngine(self.workspace / "server",
                                    heartbeat_interval=2.0 if self.processes else 5.0)

@@ -18,12 +18,13 @@ import pytest
 
 from flshell.console.script import Runner
 from flshell.exit_codes import CONNECTION, INTERRUPTED, JOB_FAILED, JOB_UNSUCCESSFUL, OK, USAGE
+from runtime import paths
 from runtime.admin import Session
 from tests.integration.conftest import (HELLO_NUMPY, JOBS, REPO, edit_json, grpc_federation,
                                        procs_mentioning, run_flshell)
 
 EXAMPLE = REPO / "examples" / "admin" / "submit_wait_download.flsh"
-EXAMPLE_DEST = Path("/tmp/flshell/admin-example")  # where the example file downloads to
+EXAMPLE_DEST = paths.default("downloads")  # where the example file downloads to (tests/conftest.py sets FLSHELL_HOME)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import socket
 
 from flshell import exit_codes, tui_cmd
 from flshell.tui.app import FlshellTui
+from runtime import paths
 
 
 def free_port() -> int:
@@ -20,7 +21,7 @@ def test_the_sub_command_and_its_options():
     tui_cmd.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tui", "--server", "h:1", "--readonly", "--refresh", "2"])
     assert (args.command, args.server, args.readonly, args.refresh, args.poc) == ("tui", "h:1", True, 2.0, None)
-    assert parser.parse_args(["tui", "--poc"]).poc == "/tmp/flshell/poc"
+    assert parser.parse_args(["tui", "--poc"]).poc == str(paths.default("poc"))
 
 
 def test_an_unreachable_server_is_an_error_before_any_screen(capsys):
