@@ -4,6 +4,11 @@
 The server side is the real one (engine with heartbeat monitor, job store, scheduler, admin
 port); the sites are site agents on the in-process transport, each job's scripts on threads,
 like the simulator. Jobs persist in the workspace across runs, like on a server.
+
+An operator's `shutdown client SITE` stops that site's agent with a goodbye (the server sees it
+DISCONNECTED at once); `restart client SITE` does the same, then starts a fresh agent of that
+name and workspace, which registers again. `stop()` leaves running jobs RUNNING in the store,
+to resume the next time the federation starts on this workspace.
 """
 
 from __future__ import annotations
@@ -40,14 +45,15 @@ class LocalFederation:
         self._sink: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._agents_lock = threading.Lock()
+        self._stopping = False
+        self._cycling: list[threading.Thread] = []  # shutdown / restart of sites under way
 
     @property
     def admin_address(self) -> str:
         return self.admin_server.address
 
     def start(self) -> "LocalFederation":
-        from runtime.client.agent import SiteAgent
-        from runtime.client.apps import DownloadedApps
         from runtime.client.sitelog import LogSink
         from runtime.server.admin_service import AdminServer
         from runtime.server.engine import ServerEngine
@@ -64,11 +70,7 @@ class LocalFederation:
         self._transport = InProcTransport(self.engine)
         self._sink = LogSink(interval=0.5)
         for name in self.site_names:
-            ws = self.workspace / name
-            agent = SiteAgent(name, self._transport, DownloadedApps(self._transport, name, ws), ws,
-                              self._sink, info={"local": True}, poll_timeout=1.0)
-            agent.start(heartbeats=True)
-            self.agents.append(agent)
+            self.agents.append(self._start_agent(name))
         self.manager.start()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # registered: jobs can be placed at once
@@ -77,6 +79,40 @@ class LocalFederation:
             time.sleep(0.005)
         self._ready.set()
         return self
+
+    def _start_agent(self, name: str) -> Any:
+        """A site agent on the in-process transport, registering and heartbeating on its threads."""
+        from runtime.client.agent import SiteAgent
+        from runtime.client.apps import DownloadedApps
+
+        ws = self.workspace / name
+        agent = SiteAgent(name, self._transport, DownloadedApps(self._transport, name, ws), ws,
+                          self._sink, info={"local": True}, poll_timeout=1.0)
+        agent.on_command = lambda action: self._site_command(agent, action)
+        agent.start(heartbeats=True)
+        return agent
+
+    def _site_command(self, agent: Any, action: str) -> None:
+        """An operator's shutdown / restart of `agent`'s site. Called on the agent's own poll
+        thread, so the work (which joins that thread) runs on a thread of its own."""
+        t = threading.Thread(target=self._cycle_site, args=(agent, action),
+                             name=f"{agent.name}-{action}", daemon=True)
+        with self._agents_lock:
+            if self._stopping:
+                return  # the whole federation is stopping anyway
+            self._cycling = [c for c in self._cycling if c.is_alive()] + [t]
+        t.start()
+
+    def _cycle_site(self, agent: Any, action: str) -> None:
+        agent.stop(timeout=10)  # its jobs end on the site; the goodbye makes it DISCONNECTED
+        with self._agents_lock:
+            if agent not in self.agents:
+                return
+            index = self.agents.index(agent)
+            if action != "restart" or self._stopping:
+                del self.agents[index]
+                return
+            self.agents[index] = self._start_agent(agent.name)
 
     def start_in_background(self) -> threading.Thread:
         """Start on a thread (the console's prompt need not wait); `wait_ready()` joins it."""
@@ -104,14 +140,24 @@ class LocalFederation:
 
     def stop(self) -> None:
         """Stop the sites and the server; running jobs stay RUNNING in the store and resume
-        the next time (like a server restart)."""
-        for agent in self.agents:
+        the next time (like a server restart). To end them instead, abort them first."""
+        with self._agents_lock:
+            self._stopping = True
+            cycling = list(self._cycling)
+        for t in cycling:  # a site restarting now: let it finish, then it is stopped below
+            t.join(15)
+        with self._agents_lock:
+            agents = list(self.agents)
+        for agent in agents:
             agent.request_stop()
         if self.manager is not None:
             self.manager.stop()
+            for runner in list(self.manager.runners.values()):
+                if not runner.done:
+                    _leave_running(runner)
         if self.engine is not None:
             self.engine.close()
-        for agent in self.agents:
+        for agent in agents:
             agent.stop(timeout=3)
         if self.admin_server is not None:
             self.admin_server.stop(0.5)
@@ -122,8 +168,23 @@ class LocalFederation:
         if self.manager is not None:
             self.manager.store.close()
 
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs running here now (what stop() leaves to resume)."""
+        if self.manager is None:
+            return []
+        return sorted(j for j, r in list(self.manager.runners.items()) if not r.done)
+
     def __enter__(self) -> "LocalFederation":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _leave_running(runner: Any) -> None:
+    """Detach a running job's runner from the store and the job's status file before its sites
+    go: the job stays RUNNING there and resumes the next time, instead of the runner (whose
+    thread lives on in this process) recording it FAILED because its sites said goodbye.
+    (A real server's process ends with its runners; this one's threads outlive stop().)"""
+    runner.on_status = None
+    runner.workspace = None  # ctx.workspace stays: a round that completes now is still checkpointed

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
 from runtime.admin import Session
 from runtime.server.local import LocalFederation
-from tests.integration.conftest import HELLO_NUMPY, REPO, _cli_env, run_flshell
+from tests.integration.conftest import HELLO_NUMPY, JOBS, REPO, _cli_env, copy_job, edit_json, run_flshell
 
 
 def test_local_federation_runs_a_job_and_keeps_it_across_restarts(tmp_path):
@@ -41,3 +43,74 @@ def test_flshell_without_a_server_runs_commands_on_the_embedded_federation(tmp_p
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"COMPLETED"' in proc.stdout and "hello-numpy" in proc.stdout
+
+
+def _site_events(stream, site: str, until: set[str], timeout: float = 30) -> list[str]:
+    """The statuses `stream` reports for `site`, read until one of `until` comes (or a hang)."""
+    seen: list[str] = []
+    done = threading.Event()
+    timer = threading.Timer(timeout, lambda: (done.set(), stream.close()))
+    timer.start()
+    try:
+        for event in stream:
+            if event.type == "site_status" and event.get("site") == site:
+                seen.append(event.get("status"))
+                if event.get("status") in until:
+                    break
+    finally:
+        timer.cancel()
+    assert not done.is_set(), f"{site}: no {until} within {timeout}s (saw {seen})"
+    return seen
+
+
+def test_restart_client_brings_an_embedded_site_back_and_shutdown_says_goodbye(tmp_path):
+    ws = tmp_path / "local"
+    with LocalFederation(ws, n_sites=2) as fed, Session(fed.admin_address) as s:
+        first = fed.agents[0]
+        with s.watch(types=["site_status"]) as stream:
+            s.operate("restart", "client", ["site-1"])
+            seen = _site_events(stream, "site-1", {"CONNECTED"})
+        assert seen == ["DISCONNECTED", "CONNECTED"]  # it left with a goodbye and registered again
+        again = next(a for a in fed.agents if a.name == "site-1")
+        assert again is not first and again.workspace == first.workspace and again.registered
+        # jobs run on the restarted site: hello-numpy needs both sites
+        job_id = s.submit_job(HELLO_NUMPY)
+        assert s.wait_for_job(job_id, timeout=60)["status"] == "COMPLETED"
+        assert "site-1: adding 1.0 each round" in "\n".join(s.tail_log(job_id, "site-1", lines=50))
+
+        started = time.monotonic()
+        with s.watch(types=["site_status"]) as stream:
+            s.operate("shutdown", "client", ["site-2"])
+            assert _site_events(stream, "site-2", {"DISCONNECTED", "STALE", "LOST"}) == ["DISCONNECTED"]
+        assert time.monotonic() - started < 10  # at once, not after missed heartbeats
+        assert {x["name"]: x["status"] for x in s.list_sites()} == {"site-1": "CONNECTED",
+                                                                   "site-2": "DISCONNECTED"}
+        assert [a.name for a in fed.agents] == ["site-1"]  # shut down for good
+
+
+def test_stopping_leaves_a_running_job_running_and_it_resumes_the_next_time(tmp_path):
+    ws = tmp_path / "local"
+    job = copy_job(JOBS / "slow_site", tmp_path, "stalled")
+    edit_json(job / "app" / "config" / "config_client.json",
+              lambda d: d["executors"][0]["executor"]["args"].update(
+                  script_args="--slow-site site-1 --sleep 2", launch_external_process=True))  # in the job's folder
+    with LocalFederation(ws, n_sites=2) as fed, Session(fed.admin_address) as s:
+        job_id = s.submit_job(job)
+        deadline = time.monotonic() + 30
+        while not (ws / "site-1" / "jobs" / job_id / "stalled").exists():  # round 1 is under way
+            assert time.monotonic() < deadline, s.get_job(job_id)
+            time.sleep(0.05)
+        runner = fed.manager.runners[job_id]
+    runner.wait(15)  # the job's thread saw its sites go
+    from runtime.server.job_store import JobStore
+
+    store = JobStore(ws / "server")
+    try:
+        rec = store.get(job_id)
+        assert (rec.status, rec.reason) == ("RUNNING", None)  # not FAILED, no site blamed
+    finally:
+        store.close()
+    with LocalFederation(ws, n_sites=2) as fed, Session(fed.admin_address) as s:
+        done = s.wait_for_job(job_id, timeout=60)
+        assert done["status"] == "COMPLETED", done
+        assert not done.get("failed_sites")
