@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.client.backoff import Backoff
+from runtime.client.backoff import Backoff, retrying
 from runtime.client.executors import Executor, SiteJobContext
 from runtime.client.sitelog import LogSink, site_logger
 from runtime.jobs import App, ComponentBuilder, JobError, custom_imports
@@ -34,6 +34,7 @@ from runtime.transport.base import (
 )
 
 AppSource = Callable[[JobStart], App]
+REPORT_WITHIN = 60.0  # seconds a job report or a task result is retried while the server is unreachable
 Filters = list[tuple[list[str], list[Any]]]
 
 
@@ -108,6 +109,7 @@ class SiteAgent:
         self.registered = False
         self.on_command: Callable[[str], None] | None = None  # see command()
         self.heartbeat_interval = 5.0
+        self.report_within = REPORT_WITHIN
         self.logger = site_logger(f"site.{name}", log_sink.writer(self.workspace / "log.txt"))
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class SiteAgent:
 
     def _start_job(self, msg: JobStart) -> None:
         if msg.job_id in self.jobs:  # a restarted server resumes a job this site still runs
-            self.transport.report_job(self.name, msg.job_id, JobState.READY)
+            self.report_job(msg.job_id, JobState.READY)
             return
         job_dir = self.workspace / "jobs" / msg.job_id  # made by whoever writes there first
         write = self.sink.writer(job_dir / "log.txt")
@@ -247,11 +249,29 @@ class SiteAgent:
         except Exception as e:  # noqa: BLE001 - reported to the server, the site stays up
             detail = str(e) if isinstance(e, JobError) else traceback.format_exc()
             logger.error(f"job {msg.job_id} could not start on {self.name}: {detail}")
-            self.transport.report_job(self.name, msg.job_id, JobState.FAILED, detail)
+            self._report_quietly(logger, msg.job_id, JobState.FAILED, detail)
             return
         self.jobs[msg.job_id] = job
         logger.info(f"job {msg.job_id} ({msg.job_name}) ready on {self.name}")
-        self.transport.report_job(self.name, msg.job_id, JobState.READY)
+        self._report_quietly(logger, msg.job_id, JobState.READY)
+
+    def _report_quietly(self, logger, job_id: str, state: str, detail: str | None = None) -> None:
+        try:
+            self.report_job(job_id, state, detail)
+        except TransportError as e:  # the server will time the site out of the job
+            logger.error(f"could not tell the server job {job_id} is {state}: {e}")
+
+    def report_job(self, job_id: str, state: str, detail: str | None = None) -> None:
+        """Tell the server this site's part of `job_id` is READY, FINISHED or FAILED, retried
+        while the connection is down (one dropped connection must not fail a job's start)."""
+        self._retried(lambda: self.transport.report_job(self.name, job_id, state, detail),
+                      f"report of job {job_id} {state}")
+
+    def _retried(self, call: Callable[[], Any], what: str) -> Any:
+        def warn(e: Exception, delay: float) -> None:
+            self.logger.warning(f"{what} not delivered ({e}); retrying in {delay:.1f}s")
+
+        return retrying(call, within=self.report_within, stop=self._stop, on_retry=warn)
 
     def _metric_shipper(self, job_id: str):
         def ship(records: list[dict[str, Any]]) -> None:
@@ -320,7 +340,7 @@ class SiteAgent:
         out = TaskResult(msg.task_id, msg.job_id, self.name, error is None,
                          result if error is None else None, error, seconds)
         try:
-            self.transport.submit_result(out)
+            self._retried(lambda: self.transport.submit_result(out), f"result of task {msg.task_id}")
         except TransportError as e:
             (job.ctx.logger if job else self.logger).warning(f"result not accepted: {e}")
 
@@ -340,7 +360,7 @@ class SiteAgent:
             job.worker.put(None)
         job.ctx.logger.info(f"job {job_id} ended on {self.name}: {status}")
         try:
-            self.transport.report_job(self.name, job_id, JobState.FINISHED)
+            self.report_job(job_id, JobState.FINISHED)
         except TransportError:
             pass
 

@@ -72,10 +72,20 @@ class JobChild:
     ended: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     pump: threading.Thread | None = None
+    killed_by: str | None = None  # set when this agent signalled it: who and why
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+
+@dataclass
+class Tombstone:
+    """Fails the tasks of a job no process serves here; `cancel` makes way for a new process."""
+
+    stop: threading.Event = field(default_factory=threading.Event)  # the job ended: drain, go
+    cancel: threading.Event = field(default_factory=threading.Event)  # the job starts again here
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class ProcessSiteAgent(SiteAgent):
@@ -120,7 +130,8 @@ class ProcessSiteAgent(SiteAgent):
         self.on_registered = on_registered
         self.allow_custom_code = allow_custom_code
         self.children: dict[str, JobChild] = {}
-        self._tombstones: dict[str, threading.Event] = {}
+        self._tombstones: dict[str, Tombstone] = {}
+        self._restarts: dict[str, JobChild] = {}  # a job started again while its old process ends
         self._ended_here: collections.deque[str] = collections.deque(maxlen=256)  # took their JobEnd
         self._lock = threading.Lock()
         self._ever_registered = False
@@ -136,7 +147,11 @@ class ProcessSiteAgent(SiteAgent):
         if forgotten:
             self.logger.warning(f"{self.name} registered again: the server forgot its jobs; "
                                 "ending their processes")
-            threading.Thread(target=self._end_everything, args=(3.0,), daemon=True).start()
+            # marked ended now, before the poll loop takes the server's next message: a job it
+            # resumes is started again here once its old process is gone (see _on_job_start)
+            ending = self._mark_all_ended()
+            threading.Thread(target=self._end_children, args=(ending, 3.0, "the server forgot its jobs"),
+                             daemon=True).start()
             return
         self._ever_registered = True
         self._recover_leftovers()
@@ -158,13 +173,7 @@ class ProcessSiteAgent(SiteAgent):
     def handle(self, msg: SiteMessage) -> None:
         """Never blocks the poll loop: fetching, spawning and reaping run on threads of their own."""
         if isinstance(msg, JobStart):
-            child = JobChild(msg.job_id, msg.job_name, self.workspace / "jobs" / msg.job_id)
-            with self._lock:  # known before the next message: its JobEnd may come right after
-                if msg.job_id in self.children or self._stop.is_set():
-                    return
-                self.children[msg.job_id] = child
-            threading.Thread(target=self._launch, args=(msg, child), name=f"{self.name}-launch",
-                             daemon=True).start()
+            self._on_job_start(msg)
         elif isinstance(msg, JobEnd):
             self._on_job_end(msg)
         elif isinstance(msg, SiteCommand):
@@ -172,6 +181,44 @@ class ProcessSiteAgent(SiteAgent):
         elif isinstance(msg, TaskAssignment):  # a server that does not route tasks per job
             self._fail_task(msg, f"{self.name} runs jobs in processes, but task "
                                  f"'{msg.task_name}' came to the site's inbox, not the job's")
+
+    def _on_job_start(self, msg: JobStart) -> None:
+        child = JobChild(msg.job_id, msg.job_name, self.workspace / "jobs" / msg.job_id)
+        with self._lock:  # known before the next message: its JobEnd may come right after
+            if self._stop.is_set() or msg.job_id in self._restarts:
+                return
+            old = self.children.get(msg.job_id)
+            tomb = self._tombstones.get(msg.job_id)
+            if old is not None and not old.ended.is_set():
+                self.logger.info(f"job {msg.job_id} runs here already (process {old.pid})")
+                return
+            if old is None and tomb is None:
+                self.children[msg.job_id] = child
+                target, args = self._launch, (msg, child)
+            else:  # e.g. a restarted server resumes a job whose old process is still ending
+                self._restarts[msg.job_id] = child
+                target, args = self._relaunch, (msg, child, old)
+        threading.Thread(target=target, args=args, name=f"{self.name}-launch", daemon=True).start()
+
+    def _relaunch(self, msg: JobStart, child: JobChild, old: JobChild | None) -> None:
+        """Start `msg`'s job again once its old process has exited and no tombstone serves it."""
+        if old is not None and old.proc is not None and not old.exited.wait(self.end_grace + 10):
+            self.logger.warning(f"job {msg.job_id} process {old.pid} still runs: killing it")
+            _kill_group(old.proc.pid)
+            old.exited.wait(10.0)
+        while True:
+            with self._lock:
+                tomb = self._tombstones.get(msg.job_id)
+                if tomb is None:
+                    self._restarts.pop(msg.job_id, None)
+                    if self._stop.is_set():
+                        return
+                    self.children[msg.job_id] = child
+                    break
+            tomb.cancel.set()  # its poll returns within poll_timeout; no task of the new
+            tomb.done.wait(self.poll_timeout + 30)  # run is queued before the new one is READY
+        self.logger.info(f"job {msg.job_id} starts again here (its previous process has ended)")
+        self._launch(msg, child)
 
     def _launch(self, msg: JobStart, child: JobChild) -> None:
         try:
@@ -268,42 +315,55 @@ class ProcessSiteAgent(SiteAgent):
             child.pump.join(2.0)
         said = _drain(child.control)
         child.control.close()
-        with self._lock:
-            self.children.pop(child.job_id, None)
         freed = self.gpus.release(child.job_id)
         if freed:
             self.logger.info(f"job {child.job_id} freed GPU(s) {','.join(map(str, freed))}")
             self._report_gpus()
-        child.exited.set()
         if code == 0 and job_process.ENDED in said:
             self._ended_here.append(child.job_id)
             _remove_marker(child.job_dir)
             self.logger.info(f"job {child.job_id} process {child.pid} exited")
-            return
-        if self._stop.is_set() or child.ended.is_set():
+            self._retire(child, None)
+        elif self._stop.is_set() or child.ended.is_set():
             _remove_marker(child.job_dir)
-            self.logger.info(f"job {child.job_id} process {child.pid} ended ({describe_exit(code)})")
-            self._tombstone(child.job_id, "the job ended", ended=True)  # take its JobEnd, if left
-            return
-        if code == 0 and job_process.REPORTED in said:  # it could not start, and said so
-            self._tombstone(child.job_id, f"job {child.job_id} could not start on {self.name}")
-            return
-        detail = f"job process of {self.name} {describe_exit(code)}"
-        tail = "\n".join(child.stderr_tail)
-        detail += f" (pid {child.pid}); last lines of its stderr:\n{tail}" if tail \
-            else f" (pid {child.pid}); it wrote nothing to stderr"
-        self.logger.error(f"job {child.job_id}: {detail}")
-        self._report_failed(child.job_id, detail)
-        self._tombstone(child.job_id, detail)
+            self.logger.info(f"job {child.job_id} process {child.pid} ended "
+                             f"({describe_exit(code, child.killed_by)})")
+            self._retire(child, "the job ended", ended=True)  # take its JobEnd, if left
+        elif code == 0 and job_process.REPORTED in said:  # it could not start, and said so
+            self._retire(child, f"job {child.job_id} could not start on {self.name}")
+        else:
+            detail = f"job process of {self.name} {describe_exit(code, child.killed_by)}"
+            tail = "\n".join(child.stderr_tail)
+            detail += f" (pid {child.pid}); last lines of its stderr:\n{tail}" if tail \
+                else f" (pid {child.pid}); it wrote nothing to stderr"
+            self.logger.error(f"job {child.job_id}: {detail}")
+            self._report_failed(child.job_id, detail)
+            self._retire(child, detail)
+        child.exited.set()
+
+    def _retire(self, child: JobChild, reason: str | None, ended: bool = False) -> None:
+        """`child` is gone: forget it and, with a `reason`, put a tombstone in its place, in one
+        step under the lock, so a JobStart of the same job sees one or the other, never neither."""
+        with self._lock:
+            if self.children.get(child.job_id) is child:
+                del self.children[child.job_id]
+            tomb = self._new_tombstone(child.job_id, ended) if reason is not None else None
+        if tomb is not None:
+            self._start_tombstone(child.job_id, reason, tomb)
 
     def _on_job_end(self, msg: JobEnd) -> None:
         with self._lock:
             child = self.children.get(msg.job_id)
             tomb = self._tombstones.get(msg.job_id)
+            pending = self._restarts.get(msg.job_id)
+        if pending is not None:  # the job ended before its new process started: none starts
+            pending.end_status = msg.status
+            pending.ended.set()
         if tomb is not None:
-            tomb.set()
+            tomb.stop.set()
         if child is None:
-            if tomb is None and msg.job_id not in self._ended_here:  # e.g. it ended while we were away
+            if tomb is None and pending is None and msg.job_id not in self._ended_here:
+                # e.g. it ended while we were away
                 _remove_marker(self.workspace / "jobs" / msg.job_id)
                 self._tombstone(msg.job_id, "the job ended", ended=True)  # take the child's copy
             return
@@ -319,6 +379,7 @@ class ProcessSiteAgent(SiteAgent):
         for sig, wait in ((signal.SIGTERM, 0.25), (signal.SIGKILL, 5.0)):
             if child.proc.poll() is None:
                 self.logger.warning(f"job {child.job_id} process {child.pid}: sending {sig.name}")
+                child.killed_by = f"{self.name}'s agent ({sig.name} after the job ended)"
                 _kill_group(child.proc.pid, sig)
             if child.exited.wait(wait):
                 return
@@ -326,20 +387,32 @@ class ProcessSiteAgent(SiteAgent):
     # ---- tombstones: a job the server runs here that no process serves -----------------------
 
     def _tombstone(self, job_id: str, reason: str, ended: bool = False) -> None:
-        """Fail the tasks of `job_id` until its JobEnd; with `ended`, only take what is queued."""
+        """Fail the tasks of `job_id` until its JobEnd; with `ended`, only take what is queued.
+        Not while a process of the job runs here or is about to start."""
         with self._lock:
-            if job_id in self._tombstones or self._stop.is_set():
-                return
-            stop = self._tombstones[job_id] = threading.Event()
+            tomb = self._new_tombstone(job_id, ended)
+        if tomb is not None:
+            self._start_tombstone(job_id, reason, tomb)
+
+    def _new_tombstone(self, job_id: str, ended: bool) -> Tombstone | None:
+        """(under the lock) a tombstone for `job_id`, registered, or None if none is due."""
+        if (job_id in self._tombstones or job_id in self.children or job_id in self._restarts
+                or self._stop.is_set()):
+            return None
+        tomb = self._tombstones[job_id] = Tombstone()
         if ended:
-            stop.set()
-        threading.Thread(target=self._serve_tombstone, args=(job_id, reason, stop),
+            tomb.stop.set()
+        return tomb
+
+    def _start_tombstone(self, job_id: str, reason: str, tomb: Tombstone) -> None:
+        threading.Thread(target=self._serve_tombstone, args=(job_id, reason, tomb),
                          name=f"{self.name}-tombstone", daemon=True).start()
 
-    def _serve_tombstone(self, job_id: str, reason: str, stop: threading.Event) -> None:
+    def _serve_tombstone(self, job_id: str, reason: str, tomb: Tombstone) -> None:
         backoff = Backoff()
+        stop = tomb.stop
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or tomb.cancel.is_set()):
                 try:  # once told the job ended, only take what is already queued
                     msg = self.transport.poll(self.name, 0 if stop.is_set() else self.poll_timeout,
                                               job_id=job_id)
@@ -355,9 +428,11 @@ class ProcessSiteAgent(SiteAgent):
                     return
         finally:
             with self._lock:
-                self._tombstones.pop(job_id, None)
-            if not self._stop.is_set():
+                if self._tombstones.get(job_id) is tomb:
+                    del self._tombstones[job_id]
+            if not (self._stop.is_set() or tomb.cancel.is_set()):
                 _remove_marker(self.workspace / "jobs" / job_id)
+            tomb.done.set()
 
     def _recover_leftovers(self) -> None:
         """Jobs whose child this site ran before it restarted: make sure those processes are
@@ -378,18 +453,29 @@ class ProcessSiteAgent(SiteAgent):
 
     # ---- stopping ----------------------------------------------------------------------------
 
-    def _end_everything(self, timeout: float) -> None:
+    def _end_everything(self, timeout: float, why: str = "the site stops") -> None:
+        self._end_children(self._mark_all_ended(), timeout, why)
+
+    def _mark_all_ended(self) -> list[JobChild]:
+        """Every job here has ended (its tombstone drains and goes); returns their children."""
         with self._lock:
             children = list(self.children.values())
             tombs = list(self._tombstones.values())
-        for tomb in tombs:
-            tomb.set()
+            for tomb in tombs:
+                tomb.stop.set()
+            for child in children:
+                child.ended.set()
+        return children
+
+    def _end_children(self, children: list[JobChild], timeout: float, why: str) -> None:
+        """SIGTERM each child's group, then SIGKILL what is left after `timeout` seconds."""
         for child in children:
-            child.ended.set()
             if child.proc is not None and child.proc.poll() is None:
+                child.killed_by = f"{self.name}'s agent (SIGTERM: {why})"
                 _kill_group(child.proc.pid, signal.SIGTERM)
         for child in children:
             if child.proc is not None and not child.exited.wait(timeout):
+                child.killed_by = f"{self.name}'s agent (SIGKILL: {why})"
                 _kill_group(child.proc.pid, signal.SIGKILL)
                 child.exited.wait(5.0)
 
@@ -420,7 +506,7 @@ class ProcessSiteAgent(SiteAgent):
 
     def _report_failed(self, job_id: str, detail: str) -> None:
         try:
-            self.transport.report_job(self.name, job_id, JobState.FAILED, detail)
+            self.report_job(job_id, JobState.FAILED, detail)
         except TransportError as e:
             self.logger.warning(f"could not report job {job_id} failed: {e}")
 
@@ -448,14 +534,17 @@ def _gpu_request(app_folder: Path, site: str) -> GpuRequest | None:
         raise JobError("meta.json", "resource_spec", str(e)) from None
 
 
-def describe_exit(code: int) -> str:
-    """How a process ended, in words: 'exited with code 3', 'was killed by SIGKILL (...)'."""
+def describe_exit(code: int, killed_by: str | None = None) -> str:
+    """How a process ended, in words: 'exited with code 3', 'was killed by SIGKILL (...)';
+    `killed_by`: who sent the signal when we know (else a SIGKILL may be the OOM killer's)."""
     if code >= 0:
         return f"exited with code {code}"
     try:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
+    if killed_by is not None:
+        return f"was killed by {name}, sent by {killed_by}"
     return f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
 
 

@@ -42,7 +42,8 @@ from runtime.server.job_runner import JobStatus
 __all__ = ["ALL_STATUSES", "AmbiguousJob", "JobRecord", "JobStore", "JobStoreError", "SCHEMA_VERSION",
            "TRANSITIONS", "UNFINISHED", "UnknownJob"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_OUTCOME = ("sites_ok", "sites_failed", "sites_timed_out", "seconds")
 DB_NAME = "jobs.db"
 JOBS_DIR = "jobs"
 JOB_FOLDER = "job"
@@ -98,6 +99,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (job_id, round)
         ) WITHOUT ROWID""",
     ),
+    # who answered each round: {sites_ok, sites_failed, sites_timed_out, seconds}
+    2: ("ALTER TABLE rounds ADD COLUMN outcome TEXT NOT NULL DEFAULT '{}'",),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -555,39 +558,45 @@ class JobStore:
     # ---- rounds ------------------------------------------------------------------------------
 
     def record_round(self, job_id: str, round: int, total_rounds: int, metrics: dict[str, Any],
-                     model_path: str | os.PathLike[str] | None = None) -> None:
+                     model_path: str | os.PathLike[str] | None = None,
+                     outcome: dict[str, Any] | None = None) -> None:
         """Record a completed round (0-based) and make it the job's current_round. Recording the
         same round again replaces it, so a server that crashed after the round but before
-        reporting it can simply record it again. Refused once the job has ended."""
+        reporting it can simply record it again. Refused once the job has ended. `outcome`:
+        who answered ({sites_ok, sites_failed, sites_timed_out, seconds})."""
         _check_int(round, "round", 0)
         _check_int(total_rounds, "total_rounds", 1)
         if not isinstance(metrics, dict):
             raise ValueError(f"metrics must be a dict, got {type(metrics).__name__}")
         metrics_json = _to_json(metrics, f"metrics of round {round}")
+        outcome_json = _to_json({k: outcome[k] for k in _OUTCOME if k in outcome} if outcome else {},
+                                f"outcome of round {round}")
         path = None if model_path is None else os.fspath(model_path)
         with self._write() as conn:
             rec = self._get(conn, job_id)
             if rec.done:
                 raise JobStoreError(f"job {rec.label()} is {rec.status}: no more rounds can be recorded")
             conn.execute(
-                "INSERT INTO rounds (job_id, round, total_rounds, metrics, model_path, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, round) DO UPDATE SET "
+                "INSERT INTO rounds (job_id, round, total_rounds, metrics, model_path, recorded_at, "
+                "outcome) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, round) DO UPDATE SET "
                 "total_rounds = excluded.total_rounds, metrics = excluded.metrics, "
-                "model_path = excluded.model_path, recorded_at = excluded.recorded_at",
-                (rec.job_id, round, total_rounds, metrics_json, path, time.time()))
+                "model_path = excluded.model_path, recorded_at = excluded.recorded_at, "
+                "outcome = excluded.outcome",
+                (rec.job_id, round, total_rounds, metrics_json, path, time.time(), outcome_json))
             conn.execute(
                 "UPDATE jobs SET current_round = (SELECT MAX(round) FROM rounds WHERE job_id = ?), "
                 "total_rounds = ? WHERE job_id = ?", (rec.job_id, total_rounds, rec.job_id))
 
     def rounds(self, job_id: str) -> list[dict[str, Any]]:
-        """Recorded rounds in order: {round, total_rounds, metrics, model_path, recorded_at}."""
+        """Recorded rounds in order: {round, total_rounds, metrics, model_path, recorded_at,
+        sites_ok, sites_failed, sites_timed_out, seconds} (the last four as far as recorded)."""
         with self._read() as conn:
             jid = self._resolve(conn, job_id)
             rows = conn.execute(
-                "SELECT round, total_rounds, metrics, model_path, recorded_at FROM rounds "
+                "SELECT round, total_rounds, metrics, model_path, recorded_at, outcome FROM rounds "
                 "WHERE job_id = ? ORDER BY round", (jid,)).fetchall()
         return [{"round": r, "total_rounds": t, "metrics": json.loads(m), "model_path": p,
-                 "recorded_at": at} for r, t, m, p, at in rows]
+                 "recorded_at": at, **json.loads(o)} for r, t, m, p, at, o in rows]
 
     def last_completed_round(self, job_id: str) -> int | None:
         """The highest recorded round, or None: a restarted server resumes at this + 1."""

@@ -413,7 +413,8 @@ class JobManager:
         model = runner.workspace.result_dir / "global_model.npz" if runner.workspace else None
         self.store.record_round(runner.job_id, int(record["round"]), int(total),
                                 record.get("metrics") or {},
-                                model if model is not None and model.is_file() else None)
+                                model if model is not None and model.is_file() else None,
+                                outcome=record)
 
 
 __all__ = ["JobManager", "UnknownJob"]

@@ -15,7 +15,15 @@ from runtime.model import FLModel
 
 
 class TransportError(RuntimeError):
-    """A call could not be carried or was refused by the server (unknown site, bad task id...)."""
+    """A call could not be carried or was refused by the server (unknown site, bad task id...).
+
+    `retryable`: the call did not reach a server that could answer it (connection refused or
+    dropped, deadline passed, server busy or shutting down): the same call may succeed later.
+    A refusal (unknown site, bad task id, invalid input) is not retryable."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass

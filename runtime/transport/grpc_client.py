@@ -30,10 +30,15 @@ MAX_DETAIL_CHARS = 64 * 1024  # characters of a job report's detail (a traceback
 MAX_REQUEST_TEXT = 512 * 1024  # characters of JSON per LogMetrics call, before splitting
 
 
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
 def _error(e: grpc.RpcError) -> TransportError:
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
-    return TransportError(f"{details} ({code.name if code else 'rpc error'})")
+    return TransportError(f"{details} ({code.name if code else 'rpc error'})",
+                          retryable=code in _RETRYABLE)
 
 
 def _json_text(value: Any, what: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,25 +19,10 @@ from runtime.client.agent import SiteAgent
 from runtime.client.apps import DownloadedApps
 from runtime.client.sitelog import LogSink
 from runtime.transport.grpc_client import GrpcSiteTransport
+from tests.integration.procfed import slow_hello
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "examples" / "hello-numpy"
-
-
-def slow_hello(tmp_path: Path, rounds: int, sleep: float) -> Path:
-    """hello-numpy with `rounds` rounds whose sites take `sleep` seconds per round."""
-    job = tmp_path / "slow-hello"
-    shutil.copytree(HELLO, job)
-    cfg_path = job / "app" / "config" / "config_server.json"
-    cfg = json.loads(cfg_path.read_text())
-    for wf in cfg["workflows"]:
-        wf["args"]["num_rounds"] = rounds
-    cfg_path.write_text(json.dumps(cfg))
-    client = job / "app" / "custom" / "client.py"
-    client.write_text(client.read_text().replace(
-        "        model = flare.receive()\n",
-        f"        model = flare.receive()\n        import time; time.sleep({sleep})\n"))
-    return job
 
 
 def start_server(ws: Path, *extra: str) -> tuple[subprocess.Popen, dict]:

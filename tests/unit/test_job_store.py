@@ -639,3 +639,41 @@ def test_racing_transitions_have_one_winner(tmp_path):
     assert all("cannot go from RUNNING to RUNNING" in o for o in outcomes if o != "won")
     for st in stores:
         st.close()
+
+
+def test_rounds_say_who_answered(store):
+    job_id = store.submit(HELLO, "alice")
+    run_to(store, job_id)
+    store.record_round(job_id, 0, 2, {"loss": 1.0}, outcome={
+        "round": 0, "sites_ok": ["site-1"], "sites_failed": ["site-2"], "sites_timed_out": [],
+        "seconds": 1.5, "metrics": {"ignored": 1}})
+    store.record_round(job_id, 1, 2, {"loss": 0.5})
+    first, second = store.rounds(job_id)
+    assert first["sites_ok"] == ["site-1"] and first["sites_failed"] == ["site-2"]
+    assert first["seconds"] == 1.5 and first["metrics"] == {"loss": 1.0}
+    assert "sites_ok" not in second
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_rounds(tmp_path):
+    ws = tmp_path / "ws"
+    s = JobStore(ws)
+    job_id = s.submit(HELLO, "alice")
+    run_to(s, job_id)
+    s.record_round(job_id, 0, 2, {"loss": 1.0})
+    s.close()
+    with sqlite3.connect(str(ws / "jobs.db")) as conn:  # as flshell with schema 1 left it
+        conn.execute("ALTER TABLE rounds RENAME TO r2")
+        v1 = next(st for st in job_store._MIGRATIONS[1] if "TABLE IF NOT EXISTS rounds" in st)
+        conn.execute(v1)
+        conn.execute("INSERT INTO rounds SELECT job_id, round, total_rounds, metrics, model_path, "
+                     "recorded_at FROM r2")
+        conn.execute("DROP TABLE r2")
+        conn.execute("PRAGMA user_version=1")
+    s = JobStore(ws)
+    try:
+        assert s.rounds(job_id)[0]["metrics"] == {"loss": 1.0}
+        s.record_round(job_id, 1, 2, {"loss": 0.5}, outcome={"sites_failed": ["site-3"]})
+        assert s.rounds(job_id)[1]["sites_failed"] == ["site-3"]
+        assert raw(s).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        s.close()
