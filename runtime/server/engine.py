@@ -64,6 +64,7 @@ class ServerEngine:
         self._lock = threading.Lock()
         self._tasks: dict[str, _PendingTask] = {}
         self._job_listeners: dict[str, Callable[[str, str, str | None], None]] = {}
+        self._site_listeners: dict[str, Callable[[str], None]] = {}  # told when a site registers
         self._metric_sinks: dict[str, Callable[[str, list], None]] = {}
         self._log_sinks: dict[str, Callable[[str, str], None]] = {}
         self._failed_parts: dict[tuple[str, str], str] = {}  # (site, job) -> why, until the job ends
@@ -88,6 +89,8 @@ class ServerEngine:
             rec, new = self.sites.upsert(site, info)
             back = {"rejoined": True} if previous == SiteStatus.LOST else {}
             self.events.publish("site_status", site=site, status=rec.status, new=new, **back)
+        for listener in list(self._site_listeners.values()):
+            listener(site)  # e.g. a running job deployed there starts again on it
         return {"heartbeat_interval": self.heartbeat_interval}
 
     def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +185,9 @@ class ServerEngine:
         """A site's part of a job is ready, finished or failed; a failed part fails the site's
         pending tasks of that job with its detail (e.g. its process died)."""
         self._touch(site)
+        if state == JobState.READY:  # (again: a site whose part failed has started it anew)
+            with self._lock:
+                self._failed_parts.pop((site, job_id), None)
         listener = self._job_listeners.get(job_id)
         if listener is not None:
             listener(site, state, detail)
@@ -350,6 +356,13 @@ class ServerEngine:
 
     def remove_job_listener(self, job_id: str) -> None:
         self._job_listeners.pop(job_id, None)
+
+    def add_site_listener(self, key: str, listener: Callable[[str], None]) -> None:
+        """`listener(site)` after each registration of a site (new, or back after a restart)."""
+        self._site_listeners[key] = listener
+
+    def remove_site_listener(self, key: str) -> None:
+        self._site_listeners.pop(key, None)
 
     def start_job_on(self, site: str, start: JobStart) -> None:
         self.send(site, start)

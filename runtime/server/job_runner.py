@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from runtime.server.engine import ServerEngine
 
 
+MAX_REJOINS = 3  # times a running job is started again on a site whose part of it failed
+
+
 class JobStatus:
     SUBMITTED = "SUBMITTED"
     WAITING = "WAITING"
@@ -140,6 +143,7 @@ class JobRunner:
         self.logger = logging.Logger(f"job.{self.job_id[:8]}", logging.INFO)  # unregistered: no leak
         self.logger.addHandler(logging.NullHandler())
         self._reports: dict[str, tuple[str, str | None]] = {}
+        self._rejoins: dict[str, int] = {}  # site -> times the job was started there again
         self._reports_cond = threading.Condition()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -192,6 +196,7 @@ class JobRunner:
         if self.resume:
             self._load_checkpoint()
         self.engine.add_job_listener(self.job_id, self._on_site_report)
+        self.engine.add_site_listener(self.job_id, self._on_site_registered)
         self._set_status(JobStatus.SUBMITTED)
         self._thread = threading.Thread(target=self._run, name=f"job-{self.job_id[:8]}", daemon=True)
         self._thread.start()
@@ -254,6 +259,7 @@ class JobRunner:
             for site in deployed:
                 self.engine.end_job_on(site, self.job_id, self.status)
             self.engine.remove_job_listener(self.job_id)
+            self.engine.remove_site_listener(self.job_id)
             self.engine.remove_metric_sink(self.job_id)
             # sites ship their last log lines as their part ends: keep listening a little
             threading.Timer(10.0, self.engine.remove_log_sink, (self.job_id,)).start()
@@ -322,8 +328,43 @@ class JobRunner:
         with self._reports_cond:
             self._reports[site] = (state, detail)
             self._reports_cond.notify_all()
-        if state == JobState.FAILED and self.status == JobStatus.RUNNING:
+        if self.status != JobStatus.RUNNING or site not in self.targets:
+            return
+        if state == JobState.FAILED:
             self.logger.warning(f"{site} reported its job part failed: {detail}")
+            self._rejoin_later(site)
+        elif state == JobState.READY and self.ctx is not None:
+            if site not in self.ctx.sites:  # it could not start with the others
+                self.ctx.sites.append(site)
+            self.logger.info(f"{site} runs the job again: it gets the next round's tasks")
+
+    def _rejoin_later(self, site: str) -> None:
+        """Start the job again on `site` (its process died, its agent restarted), a few times at
+        most, after a pause that doubles each time: a site that keeps failing is left out."""
+        tries = self._rejoins.get(site, 0)
+        if tries >= MAX_REJOINS:
+            self.logger.warning(f"{site}: its part failed {tries + 1} times; not started there again")
+            return
+        self._rejoins[site] = tries + 1
+        timer = threading.Timer(0.5 * 2 ** tries, self._start_on, (site,))
+        timer.daemon = True
+        timer.start()
+
+    def _on_site_registered(self, site: str) -> None:
+        """A site of this running job registered again (its agent restarted): start the job
+        there again; a site that still runs it says so and goes on."""
+        if self.status == JobStatus.RUNNING and site in self.targets:
+            self._start_on(site)
+
+    def _start_on(self, site: str) -> None:
+        if self.status != JobStatus.RUNNING or self.abort_event.is_set():
+            return
+        app = self.job.client_app_for(site)
+        self.logger.info(f"starting the job on {site} again")
+        try:
+            self.engine.start_job_on(site, JobStart(self.job_id, self.job.name, app.name))
+        except Exception as e:  # noqa: BLE001 - e.g. the site was removed meanwhile
+            self.logger.warning(f"could not start the job on {site} again: {e}")
 
     def _wait_ready(self) -> list[str]:
         """Sites that deployed the app: all targets, or at least min_clients after the wait."""

@@ -1,12 +1,16 @@
-"""Faults that must not lose a job: a server SIGKILLed mid-job and restarted resumes the job on
-`flshell client` sites, also when a site's old job process is slow to go."""
+"""Faults that must not lose a job, on `flshell server` and `flshell client` processes: a server
+SIGKILLed mid-job and restarted resumes the job, also when a site's old job process is slow to
+go; a site whose job process or agent is killed and restarted rejoins the running job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.integration.procfed import ProcFederation, slow_hello, wait_until
 
@@ -52,3 +56,54 @@ def test_a_resumed_job_restarts_on_a_site_whose_old_job_process_is_still_ending(
         with np.load(fed.ws / "jobs" / job_id / "result" / "global_model.npz",
                      allow_pickle=False) as d:
             np.testing.assert_allclose(d["weights"], START + 4 * (1 + 2) / 2, atol=1e-12)
+
+
+def three_site_job(tmp_path: Path, rounds: int) -> Path:
+    job = slow_hello(tmp_path, rounds=rounds, sleep=0.8)
+    meta = json.loads((job / "meta.json").read_text())
+    meta["min_clients"] = 2  # rounds go on with two sites while the third is away
+    (job / "meta.json").write_text(json.dumps(meta))
+    return job
+
+
+def rounds_of(fed: ProcFederation, job_id: str) -> list[dict]:
+    with fed.session() as s:
+        return s.get_job(job_id)["rounds"]
+
+
+@pytest.mark.parametrize("what", ["job process", "site agent"])
+def test_a_restarted_site_rejoins_its_running_job(tmp_path, what):
+    """site-3's job process (or its whole agent, which takes the job process with it) is killed
+    in round 2; the job goes on with two sites, and site-3 is back for later rounds (counted
+    once per round), not failed in every round that follows."""
+    job = three_site_job(tmp_path, rounds=8)
+    with ProcFederation(tmp_path) as fed:
+        fed.start_server()
+        for name in ("site-1", "site-2", "site-3"):
+            fed.start_client(name)
+        fed.wait_sites(3)
+        with fed.session() as s:
+            job_id = s.submit_job(job)
+        wait_until(lambda: len(rounds_of(fed, job_id)) >= 1, 60, "round 1")
+        proc = wait_until(lambda: fed.job_process("site-3", job_id), 30, "site-3's job process")
+        if what == "job process":
+            proc.kill()
+        else:
+            agent = fed.clients["site-3"]
+            os.kill(agent.pid, signal.SIGKILL)
+            agent.wait(10)
+            wait_until(lambda: not proc.is_running() or proc.status() == "zombie", 10,
+                       "the job process to die with its agent")
+            fed.start_client("site-3")
+        with fed.session() as s:
+            final = s.wait_for_job(job_id, timeout=120)
+        rounds = rounds_of(fed, job_id)
+        assert final["status"] == "COMPLETED", final
+        assert len(rounds) == 8
+        missed = [r["round"] for r in rounds if "site-3" not in r["sites_ok"]]
+        assert len(missed) <= 5, missed  # away for the round it died in and its restart only
+        assert "site-3" in rounds[-1]["sites_ok"] and "site-3" in rounds[-2]["sites_ok"], rounds
+        for r in rounds:
+            assert len(r["sites_ok"]) == len(set(r["sites_ok"])), r  # no site counted twice
+        server_log = (fed.ws / "jobs" / job_id / "logs" / "server.log").read_text()
+        assert "site-3 runs the job again" in server_log
