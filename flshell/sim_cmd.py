@@ -8,16 +8,20 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 from flshell import exit_codes
 from flshell.sim_view import ProgressView, print_summary
 from runtime.jobs import JobError
+from runtime.jobs.errors import names
 from runtime.sim.simulator import SimUsageError, Simulator
 
 
 def run_sim(args: argparse.Namespace) -> int:
     out = Console(file=sys.stdout, highlight=False)
     err = Console(file=sys.stderr, highlight=False)
+    for c in (out, err):  # into a file or a pipe, lines stay whole (rich would wrap at 80)
+        c.soft_wrap = not c.is_terminal
     sim = Simulator(
         args.job_folder,
         workspace=args.workspace,
@@ -38,6 +42,11 @@ def run_sim(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)  # one line, exactly as written, for scripts too
         return exit_codes.USAGE
     assert sim.job is not None
+    if sim.idle_sites:  # a warning, even with -q: the run does not do what was asked
+        n = len(sim.idle_sites)
+        err.print(f"[yellow]warning:[/] meta.json's deploy_map gives {escape(names(sim.idle_sites))} "
+                  f"no app: {'it stays' if n == 1 else 'they stay'} idle (the deploy_map names "
+                  f"{escape(names(sim.job.named_sites()))})", highlight=False)
     if not args.quiet:
         if sim.processes:
             gpus = f" on GPU groups {', '.join(sim.gpus)}" if sim.gpus else ""
@@ -70,7 +79,7 @@ def run_sim(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sim.shutdown()
         return exit_codes.INTERRUPTED
-    if sim.admin_server is not None:
+    if sim.admin_server is not None and not args.quiet:
         out.print(f"admin port: {sim.admin_server.address} "
                   f'(attach: flshell --server {sim.admin_server.address} -c "list_jobs")',
                   soft_wrap=True)  # one line, to copy or grep

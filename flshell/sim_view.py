@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from runtime.jobs.errors import names
 from runtime.sim.simulator import SimulationResult, Simulator
 
 
@@ -31,6 +31,9 @@ class ProgressView:
         self.quiet = quiet
         self.on_running = on_running  # called once when the job starts running
         self.live = console.is_terminal and not quiet
+        # no redirect of sys.stdout/stderr: sites' prints are routed to their logs per thread
+        # (runtime.client.threadio); a redirect would wrap that routing, and restoring it when the
+        # bar stops (Ctrl-C, the job's end) would send scripts still running to the terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -40,6 +43,8 @@ class ProgressView:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self._task = None
         self._failed = 0
@@ -95,32 +100,56 @@ class ProgressView:
 
 
 def print_summary(console: Console, res: SimulationResult) -> None:
+    """Status, rounds, time, metrics and where things are, one line each; then what went
+    wrong. Lines are printed whole (soft wrap): a path is never broken by a newline."""
     style = {"COMPLETED": "green", "FAILED": "red", "ABORTED": "yellow"}.get(res.status, "white")
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    table.add_row("status", f"[{style}]{res.status}[/]")
-    table.add_row("job", escape(f"{res.job_name} ({res.job_id})"))
     total = res.total_rounds if res.total_rounds is not None else "?"
-    table.add_row("rounds", f"{res.rounds_completed}/{total}")
-    table.add_row("wall time", f"{res.wall_time:.2f}s")
-    table.add_row("final metrics", _fmt_metrics(res.metrics))
+    rows = [
+        ("status", f"[{style}]{res.status}[/]"),
+        ("job", escape(f"{res.job_name} ({res.job_id})")),
+        ("rounds", f"{res.rounds_completed}/{total}"),
+        ("wall time", f"{res.wall_time:.2f}s"),
+        ("final metrics", _fmt_metrics(res.metrics)),
+    ]
     model = res.result_dir / "global_model.npz"
     if model.exists():
-        table.add_row("global model", str(model))
-    table.add_row("server log", str(res.server_log))
-    table.add_row("site logs", str(res.workspace / "<site>" / "jobs" / res.job_id / "log.txt"))
-    console.print(table)
+        rows.append(("global model", escape(str(model))))
+    rows.append(("server log", escape(str(res.server_log))))
+    rows.append(("site logs", escape(str(res.workspace / "<site>" / "jobs" / res.job_id / "log.txt"))))
+    if res.idle_sites:
+        them = "it" if len(res.idle_sites) == 1 else "them"
+        rows.append(("idle sites", escape(names(res.idle_sites))
+                     + f" (meta.json's deploy_map gives {them} no app)"))
+    width = max(len(k) for k, _ in rows) + 2
+    for key, value in rows:
+        console.print(f"[bold]{key:<{width}}[/]{value}", highlight=False, soft_wrap=True)
     if res.status != "COMPLETED" and res.reason:
-        console.print(f"[{style}]{res.status}:[/] {escape(res.reason)}", highlight=False)
+        console.print(f"[{style}]{res.status}:[/] {escape(res.reason)}", highlight=False, soft_wrap=True)
     for why in dict.fromkeys(res.lost_sites.values()):  # one line per worker, naming its sites
         first, _, rest = why.partition("\n")
-        console.print(f"[red]lost:[/] {escape(first)}", highlight=False)
+        console.print(f"[red]lost:[/] {escape(first)}", highlight=False, soft_wrap=True)
         for line in rest.splitlines()[-3:]:
-            console.print(f"    {line}", highlight=False, markup=False)
+            console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
+    _print_round_failures(console, res)
     for site, detail in list(res.failure_details.items())[:5]:
         console.print(f"[bold]{escape(site)}[/]:", highlight=False)
         for line in _tail(detail, 6):
-            console.print(f"    {line}", highlight=False, markup=False)
+            console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
     if len(res.failure_details) > 5:
         console.print(f"... and {len(res.failure_details) - 5} more sites (see the server log)")
+
+
+def _print_round_failures(console: Console, res: SimulationResult, limit: int = 5) -> None:
+    """Sites that failed in completed rounds (tolerated, so the job may still have completed):
+    `site-3 failed in all 5 rounds: OSError: ...`."""
+    shown = [(s, f) for s, f in res.site_failures.items() if s not in res.lost_sites]
+    for site, f in shown[:limit]:
+        if f.failed == f.rounds:
+            how = "its only round" if f.rounds == 1 else f"all {f.rounds} rounds"
+        else:
+            how = f"{f.failed} of {f.rounds} rounds"
+        error = f": {escape(f.last_error)}" if f.last_error else ""
+        console.print(f"[yellow]{escape(site)} failed in {how}[/]{error}", highlight=False, soft_wrap=True)
+    if len(shown) > limit:
+        console.print(f"... and {len(shown) - limit} more sites failed in some rounds "
+                      f"(see the server log)", highlight=False, soft_wrap=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,11 @@ from runtime import paths
 from runtime.client.agent import SiteAgent, SitePump
 from runtime.client.sitelog import LogSink
 from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_job
-from runtime.jobs.errors import ArgError, render
+from runtime.jobs.errors import ArgError, names, render
 from runtime.server.engine import ServerEngine
 from runtime.server.job_runner import JobRunner, JobStatus
 from runtime.server.sites import SiteStatus
+from runtime.sim.results import SimulationResult, site_failures
 from runtime.transport.inproc import InProcTransport
 
 
@@ -81,31 +81,17 @@ def resolve_sites(job: Job, n_clients: int | None, clients: list[str] | None) ->
     return job.named_sites() or ["site-1", "site-2"]
 
 
-@dataclass
-class SimulationResult:
-    job_id: str
-    job_name: str
-    status: str
-    reason: str | None
-    failed_sites: list[str]
-    failure_details: dict[str, str]
-    rounds_completed: int
-    total_rounds: int | None
-    wall_time: float
-    metrics: dict[str, Any]
-    workspace: Path
-    job_dir: Path
-    result_dir: Path
-    server_log: Path
-    site_log_pattern: str = ""
-    lost_sites: dict[str, str] = field(default_factory=dict)  # site -> why its worker ended
-
-    def site_log(self, site: str) -> Path:
-        return Path(self.site_log_pattern.format(site=site))
-
-    @property
-    def ok(self) -> bool:
-        return self.status == JobStatus.COMPLETED
+def idle_sites(job: Job, sites: list[str]) -> list[str]:
+    """The sites no app of the job is deployed to (they would sit idle); a JobError when that is
+    every one of them, naming the sites the deploy_map does name."""
+    idle = [s for s in sites if job.client_app_for(s) is None]
+    if idle and len(idle) == len(sites):
+        named = job.named_sites()
+        hint = f": run with -c {','.join(named)}" if named else ""
+        raise JobError("meta.json", "deploy_map",
+                       f"gives no app to any simulated site ({names(sites)}); it names "
+                       f"{names(named)}{hint}, or deploy an app to \"@ALL\"")
+    return idle
 
 
 class Simulator:
@@ -160,7 +146,11 @@ class Simulator:
         self.agents: list[SiteAgent] = []
         self.pump: SitePump | None = None
         self._sink: LogSink | None = None
-        self._t0 = 0.0
+        self._errors: Any = None  # the task_result events, for each site's last error
+        self._last_errors: dict[str, str] = {}
+        self._announced = False  # the admin port's watchers were told it closes
+        self.idle_sites: list[str] = []
+        self._t0_wall = 0.0
 
     @property
     def events(self):
@@ -170,6 +160,7 @@ class Simulator:
     def prepare(self) -> None:
         self.job = load_job(self.job_folder)
         self.sites = resolve_sites(self.job, self.n_clients, self.clients)
+        self.idle_sites = idle_sites(self.job, self.sites)
         if len(self.sites) > self.max_clients:
             raise SimUsageError(
                 f"{len(self.sites)} sites exceed the cap of {self.max_clients}; "
@@ -242,8 +233,10 @@ class Simulator:
 
     def start(self) -> None:
         assert self.runner is not None and self.engine is not None and self.job is not None
-        self._t0 = time.monotonic()
+        self._t0_wall = time.time()
         self._sink = LogSink()
+        # bounded; with no reader it wakes no thread, and what overflows is the oldest errors
+        self._errors = self.engine.events.subscribe(maxsize=20000, types={"task_result"})
         if self.processes:
             self._start_workers()
         else:
@@ -342,6 +335,7 @@ class Simulator:
 
     def shutdown(self) -> None:
         """Let sites finish their job's end (scripts return, logs flush), then stop them."""
+        self._announce_end()
         if self.pool is not None:  # the workers end their sites' job and say goodbye themselves
             self.pool.stop(quick=self.runner is not None and self.runner.status != JobStatus.COMPLETED)
         deadline = time.monotonic() + 10
@@ -364,23 +358,52 @@ class Simulator:
             self.manager.store.close()
         if self._sink is not None:
             self._sink.close()
+        if self._errors is not None:
+            self._site_errors()
+            self._errors.close()
+
+    def _announce_end(self) -> None:
+        """Tell whoever watches the admin port that it is about to close for good, after the
+        job's final job_status: an attached console or TUI can then say the simulation ended
+        instead of trying to reconnect to a server that will not come back. The watch streams
+        deliver it during the port's grace period."""
+        if self.admin_server is None or self.engine is None or self.runner is None or self._announced:
+            return
+        self._announced = True
+        r = self.runner
+        self.engine.events.publish(
+            "operator", action="shutdown", target="server", by="simulator", final=True,
+            job_id=r.job_id, status=r.status,
+            reason=f"the simulation ended: job {self.job.name if self.job else r.job_id} {r.status}",
+        )
 
     def result(self) -> SimulationResult:
         assert self.runner is not None and self.job is not None
         r = self.runner
-        rounds = sorted(r.workspace.rounds_dir.glob("round_*.json"))
-        metrics: dict[str, Any] = {}
-        if rounds:
-            import json
+        import json
 
-            metrics = json.loads(rounds[-1].read_text()).get("metrics", {})
+        records = [json.loads(p.read_text()) for p in sorted(r.workspace.rounds_dir.glob("round_*.json"))]
+        metrics: dict[str, Any] = records[-1].get("metrics", {}) if records else {}
+        # the job's own time: not the sites' shutdown after it, nor a TUI left open on it
+        ended = r.ended_at if r.done and r.ended_at else time.time()
         return SimulationResult(
             job_id=r.job_id, job_name=self.job.name, status=r.status, reason=r.reason,
             failed_sites=r.failed_sites, failure_details=r.failure_details,
-            rounds_completed=len(rounds), total_rounds=r.ctx.total_rounds if r.ctx else None,
-            wall_time=time.monotonic() - self._t0, metrics=metrics, workspace=self.workspace,
+            rounds_completed=len(records), total_rounds=r.ctx.total_rounds if r.ctx else None,
+            wall_time=max(0.0, ended - self._t0_wall), metrics=metrics, workspace=self.workspace,
             job_dir=r.workspace.root, result_dir=r.workspace.result_dir,
             server_log=r.workspace.logs_dir / "server.log",
             site_log_pattern=str(self.workspace / "{site}" / "jobs" / r.job_id / "log.txt"),
             lost_sites=dict(self.lost_sites),
+            site_failures=site_failures(records, self._site_errors()),
+            idle_sites=list(self.idle_sites),
         )
+
+    def _site_errors(self) -> dict[str, str]:
+        """Each site's last task error so far (from the task_result events)."""
+        if self._errors is not None:
+            job_id = self.runner.job_id if self.runner is not None else None
+            for ev in self._errors.drain():
+                if ev.get("type") == "task_result" and not ev.get("ok") and ev.get("job_id") == job_id:
+                    self._last_errors[ev["site"]] = ev.get("error") or ""
+        return self._last_errors

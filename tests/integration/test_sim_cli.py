@@ -321,3 +321,32 @@ def test_workers_keep_the_users_thread_count(tmp_path, jobs, monkeypatch):
     for site in ("site-1", "site-2"):
         (line,) = _site_lines(ws, site, job, "process ")
         assert line.endswith(" omp=3"), line
+
+
+# ---- what is printed -------------------------------------------------------------------------
+
+
+def test_quiet_prints_only_the_summary(tmp_path, hello_numpy):
+    ws = tmp_path / "ws"
+    proc = sim(hello_numpy, "-n", 2, "--rounds", 1, "-w", ws, "-q")
+    assert proc.returncode == 0, describe(proc)
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["status", "COMPLETED"], describe(proc)
+    assert "admin port" not in proc.stdout and "simulating" not in proc.stdout, describe(proc)
+    assert not any(ln.startswith("round ") for ln in lines), describe(proc)
+    assert proc.stderr == "", describe(proc)
+
+
+def test_lines_are_not_wrapped_into_a_pipe(tmp_path, hello_numpy):
+    """Piped output is for grep and copy: no line is broken at 80 columns, least of all a path."""
+    ws = tmp_path / ("a-workspace-whose-name-alone-takes-up-most-of-an-80-column-terminal-line")
+    proc = sim(hello_numpy, "-n", 2, "--rounds", 1, "-w", ws)
+    assert proc.returncode == 0, describe(proc)
+    job = only_job(ws)
+    lines = proc.stdout.splitlines()
+    for key, path in [("global model", job / "result" / "global_model.npz"),
+                      ("server log", job / "logs" / "server.log"),
+                      ("site logs", ws / "<site>" / "jobs" / job.name / "log.txt")]:
+        (line,) = [ln for ln in lines if ln.startswith(key)]
+        assert line.split() == [*key.split(), str(path)], describe(proc)
+    assert any(ln.startswith("simulating") and ln.endswith(f"workspace {ws}") for ln in lines), describe(proc)

@@ -277,3 +277,68 @@ def test_usage_error_shows_the_offending_text(tmp_path, args, break_job, must_na
     err = flat(proc.stderr)
     assert err.startswith("error: ") and "Traceback" not in err, describe(proc)
     assert must_name in err, describe(proc)
+
+
+# ---- sites the deploy_map gives no app -------------------------------------------------------
+
+
+def _deploy_to(job, *sites: str) -> None:
+    def change(meta):
+        meta["deploy_map"] = {"app": ["server", *sites]}
+
+    edit_json(job / "meta.json", change)
+
+
+def test_a_site_the_deploy_map_leaves_out_is_reported_before_the_run(tmp_path):
+    """-n 3 on a job deployed to site-1 and site-2: site-3 would sit idle; say so, up front."""
+    job = copy_job(HELLO_NUMPY, tmp_path, "hello")
+    _deploy_to(job, "site-1", "site-2")
+    ws = tmp_path / "ws"
+    proc = sim(job, "-n", 3, "--rounds", 1, "-w", ws)
+    assert proc.returncode == 0, describe(proc)
+    warning = flat(proc.stderr)
+    assert "site-3" in warning and "deploy_map" in warning and "meta.json" in warning, describe(proc)
+    assert "site-1" not in warning.split("names")[0], describe(proc)  # only the idle site is named idle
+    # the summary says it too, and the round really ran on the two others only
+    assert "idle sites site-3 (meta.json's deploy_map gives it no app)" in flat(proc.stdout), describe(proc)
+    (record,) = [json.loads(p.read_text()) for p in (only_job(ws) / "rounds").glob("round_*.json")]
+    assert record["sites_ok"] == ["site-1", "site-2"]
+
+
+def test_no_simulated_site_in_the_deploy_map_is_an_error_naming_both_sides(tmp_path):
+    job = copy_job(HELLO_NUMPY, tmp_path, "hello")
+    _deploy_to(job, "site-1", "site-2")
+    ws = tmp_path / "ws"
+    proc = sim(job, "-c", "alpha,beta", "-w", ws)
+    assert proc.returncode == 2, describe(proc)
+    err = flat(proc.stderr)
+    assert err.startswith("error: meta.json: deploy_map") and err.count("error:") == 1, describe(proc)
+    for name in ("alpha", "beta", "site-1", "site-2"):
+        assert name in err, describe(proc)
+    assert "-c site-1,site-2" in err, describe(proc)  # what to run instead
+    assert job_dirs(ws) == []
+
+
+# ---- a tolerated site failure is still reported -----------------------------------------------
+
+
+def test_completed_summary_names_a_site_that_failed_every_round(tmp_path, jobs):
+    """fail_every_round: site-3 raises in each of the 5 rounds; FedAvg needs 2 results, so the
+    job completes. The summary must not hide it."""
+    ws = tmp_path / "ws"
+    proc = sim(jobs / "fail_every_round", "-n", 3, "-w", ws, "-q")
+    assert proc.returncode == 0, describe(proc)
+    out = flat(proc.stdout)
+    assert "COMPLETED" in out
+    assert ("site-3 failed in all 5 rounds: OSError: cannot read /data/site-3/train.csv (round 1)"
+            in out), describe(proc)
+    assert "site-1 failed" not in out and "site-2 failed" not in out, describe(proc)
+    records = [json.loads(p.read_text()) for p in sorted((only_job(ws) / "rounds").glob("round_*.json"))]
+    assert [r["sites_failed"] for r in records] == [["site-3"]] * 5  # what the summary counted
+
+
+def test_summary_counts_a_site_that_failed_some_rounds(tmp_path, jobs):
+    """raise_in_round2 on 4 sites: site-2 fails round 2 of 2 (tolerated: 3 results needed)."""
+    proc = sim(jobs / "raise_in_round2", "-n", 4, "--rounds", 2, "-w", tmp_path / "ws")
+    assert proc.returncode == 0, describe(proc)
+    assert "site-2 failed in 1 of 2 rounds: ValueError: boom on purpose" in flat(proc.stdout), describe(proc)
