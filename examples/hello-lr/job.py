@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from runtime import paths  # noqa: E402
-from runtime.recipes import PocEnv, SimEnv  # noqa: E402
+from runtime.recipes import EnvError, PocEnv, SimEnv  # noqa: E402
 from runtime.recipes.lr import FedAvgLrRecipe  # noqa: E402
 
 
@@ -51,7 +51,11 @@ def main() -> None:
         return
     env = (PocEnv(poc_workspace=args.poc, num_clients=args.n_clients) if args.poc
            else SimEnv(num_clients=args.n_clients, workspace_root=args.workspace))
-    run = recipe.execute(env)
+    try:
+        run = recipe.execute(env)
+    except EnvError as e:  # no POC there, or not started: the message says which command to run
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     result = Path(run.get_result())
     rounds = result.parent / "metrics.jsonl"
     if rounds.is_file():

@@ -160,3 +160,21 @@ def test_bad_recipe_arguments_are_named():
         with pytest.raises(ArgError) as e:
             recipe(**kw)
         assert e.value.arg == arg
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["no-poc", "prepared-not-started"])
+def test_poc_run_without_a_running_poc_is_one_line_saying_what_to_do(tmp_path, prepared):
+    poc = tmp_path / "poc"
+    if prepared:  # a plain-text POC is enough: nothing is started
+        made = subprocess.run([sys.executable, "-m", "flshell.cli", "poc", "prepare", "-n", "2",
+                               "-w", str(poc), "--insecure"], capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "job.py"), "--poc", str(poc), "--n_clients", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ") and str(poc) in line, line
+    assert "flshell poc start" in line, line
+    if not prepared:
+        assert "flshell poc prepare" in line, line
