@@ -8,13 +8,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tests.integration.conftest import (
     HELLO_INITIAL,
+    REPO,
+    SIM_TIMEOUT,
+    _cli_env,
+    copy_job,
     describe,
+    edit_json,
     flat,
     run_flshell,
     job_dirs,
@@ -350,3 +357,48 @@ def test_lines_are_not_wrapped_into_a_pipe(tmp_path, hello_numpy):
         (line,) = [ln for ln in lines if ln.startswith(key)]
         assert line.split() == [*key.split(), str(path)], describe(proc)
     assert any(ln.startswith("simulating") and ln.endswith(f"workspace {ws}") for ln in lines), describe(proc)
+
+
+# ---- hello-numpy-long ------------------------------------------------------------------------
+
+NO_TORCH = """\
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'torch' or name.startswith('torch.'):
+            raise ModuleNotFoundError("No module named 'torch'")
+sys.meta_path.insert(0, NoTorch())
+from flshell.cli import main
+code = main(sys.argv[1:])
+assert 'torch' not in sys.modules
+sys.exit(code)
+"""
+
+
+def test_hello_numpy_long_trains_for_its_time_budget_without_torch(tmp_path):
+    """The example to watch, attach to and abort: 60 rounds of ~1.5 s by default; here 3 rounds
+    of 0.5 s, in a process where torch cannot be imported."""
+    src = REPO / "examples" / "hello-numpy-long"
+    server_cfg = json.loads((src / "app" / "config" / "config_server.json").read_text())
+    client_cfg = json.loads((src / "app" / "config" / "config_client.json").read_text())
+    assert server_cfg["num_rounds"] == 60  # what README promises
+    assert client_cfg["executors"][0]["executor"]["args"]["script_args"] == "--seconds 1.5"
+    job = copy_job(src, tmp_path)
+
+    def half_a_second(cfg):
+        cfg["executors"][0]["executor"]["args"]["script_args"] = "--seconds 0.5"
+
+    edit_json(job / "app" / "config" / "config_client.json", half_a_second)
+    ws = tmp_path / "ws"
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, "sim", str(job), "-n", "2", "--rounds", "3",
+                           "-w", str(ws)], cwd=REPO, env=_cli_env(), capture_output=True, text=True,
+                          timeout=SIM_TIMEOUT)
+    assert proc.returncode == 0, describe(proc)
+    records = round_records(only_job(ws))
+    assert len(records) == 3
+    assert all(r["seconds"] >= 0.5 for r in records), records  # each site trained its budget
+    accuracy = [r["metrics"]["accuracy"] for r in records]  # of the model each round sent out
+    assert accuracy[2] > accuracy[0], accuracy  # two rounds of training beat the random start
+    for site in ("site-1", "site-2"):
+        steps = re.findall(r"round \d+/3: (\d+) steps", site_log(ws, site, only_job(ws)))
+        assert len(steps) == 3 and all(int(s) >= 1 for s in steps), steps
