@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no admin port")
     sim.add_argument("--tui", action="store_true",
                      help="run with the terminal UI on top; it stays on the finished job until q")
-    sim.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    sim.add_argument("-q", "--quiet", action="store_true",
+                     help="print only the summary (warnings still go to stderr)")
     from flshell import client_cmd, poc_cmd, provision_cmd, server_cmd, tui_cmd
 
     server_cmd.add_parser(sub)
