@@ -27,7 +27,7 @@ from runtime.server.gpu_history import GpuHistory
 from runtime.server.job_store import AmbiguousJob, JobStoreError, UnknownJob
 from runtime.transport.grpc_server import MAX_MESSAGE
 from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
-from runtime.transport.health import ServingPort
+from runtime.transport.health import EXCLUSIVE_PORT, ServingPort
 
 log = logging.getLogger(__name__)
 
@@ -454,7 +454,7 @@ class AdminServer(ServingPort):
         # (RESOURCE_EXHAUSTED) instead of queueing behind streams that may never end.
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="admin-rpc"),
-            options=[("grpc.max_receive_message_length", MAX_RECEIVE),
+            options=[EXCLUSIVE_PORT, ("grpc.max_receive_message_length", MAX_RECEIVE),
                      ("grpc.max_send_message_length", MAX_MESSAGE),
                      ("grpc.keepalive_time_ms", 60_000),  # finds watchers that vanished
                      ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # Session pings

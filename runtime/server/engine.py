@@ -18,6 +18,7 @@ from runtime.model import FLModel
 from runtime.server.events import EventBus
 from runtime.server.heartbeat import HeartbeatMonitor
 from runtime.server.sites import SiteRecord, SiteRegistry, SiteStatus
+from runtime.server.workspace_lock import WorkspaceLock
 from runtime.transport.base import (
     JobEnd,
     JobStart,
@@ -55,9 +56,10 @@ class ServerEngine:
     ) -> None:
         """With `monitor`, a HeartbeatMonitor marks silent sites STALE, then LOST (failing
         their tasks); `stale_after` / `lost_after` default to 3 and 10 heartbeat intervals.
-        Off by default: the in-process simulator's sites cannot go silent."""
+        Off by default: the in-process simulator's sites cannot go silent. The engine holds
+        its workspace (WorkspaceLocked if another live engine does) until close()."""
         self.workspace = Path(workspace)
-        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.workspace_lock = WorkspaceLock(self.workspace).acquire()
         self.events = events or EventBus()
         self.heartbeat_interval = heartbeat_interval
         self.sites = SiteRegistry()
@@ -376,9 +378,12 @@ class ServerEngine:
         if self.sites.get(site) is not None:
             self.send(site, JobEnd(job_id, status))
 
-    def close(self) -> None:
-        """Wake every poller so site loops can notice the server is going away."""
+    def close(self, release_workspace: bool = True) -> None:
+        """Wake every poller so site loops can notice the server is going away; release the
+        workspace (an owner still writing to it releases `workspace_lock` itself, last)."""
         self._closed = True
+        if release_workspace:
+            self.workspace_lock.release()
         if self.monitor is not None:
             self.monitor.stop()
         with self._dirty_cond:

@@ -158,8 +158,8 @@ class ServerProcess:
         self.stop(grace)
 
     def stop(self, grace: float = 1.0) -> None:
-        if self.engine is not None:
-            self.engine.close()  # wakes site polls: they back off and reconnect to the next server
+        if self.engine is not None:  # wakes site polls: they back off and reconnect to the next server
+            self.engine.close(release_workspace=False)
         for server in (self.admin_server, self.fl_server):
             if server is not None:
                 server.stop(grace)
@@ -175,6 +175,8 @@ class ServerProcess:
                 state.unlink()
         except (OSError, ValueError):
             pass
+        if self.engine is not None:
+            self.engine.workspace_lock.release()  # last: the next server may have it now
 
 
 def read_state(workspace: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from runtime.transport.base import (FLHandler, JobEnd, JobStart, SiteCommand, Si
                                     TaskResult, TransportError)
 from runtime.transport.frames import data_frame, decode_frame, header_frame
 from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
-from runtime.transport.health import ServingPort
+from runtime.transport.health import EXCLUSIVE_PORT, ServingPort
 from runtime.wire import DEFAULT_CHUNK_SIZE, ModelAssembler, WireError, WireLimitError, iter_model_chunks
 
 SERVICE = "flshell.fl.FLService"
@@ -276,7 +276,7 @@ class FLServer(ServingPort):
                  upload_deadline: float | None = UPLOAD_DEADLINE) -> None:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fl-rpc"),
-            options=[("grpc.max_receive_message_length", max_message_bytes),
+            options=[EXCLUSIVE_PORT, ("grpc.max_receive_message_length", max_message_bytes),
                      ("grpc.max_send_message_length", MAX_MESSAGE),
                      ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                      ("grpc.http2.max_ping_strikes", 2)],

@@ -39,6 +39,11 @@ def add_health(grpc_server: grpc.Server, services: Iterable[str] = ()) -> Health
     return state
 
 
+# gRPC sets SO_REUSEPORT by default: a second server on a port in use would bind and take half
+# the connections. Our ports are exclusive: binding one in use fails.
+EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
+
+
 class ServingPort:
     """A gRPC server bound to one port, with health: subclasses build `self.server`, add their
     servicer, then call `_bind`. SERVING once started, NOT_SERVING before it stops."""
@@ -52,13 +57,17 @@ class ServingPort:
               credentials: grpc.ServerCredentials | None = None) -> None:
         self.health = add_health(self.server, [service])
         bind = f"{host}:{port}"
+        if port:
+            _check_free(host, port, what)
         try:
             self.port = (self.server.add_secure_port(bind, credentials) if credentials
                          else self.server.add_insecure_port(bind))
-        except RuntimeError as e:
-            raise OSError(f"could not bind the {what} on {bind}: {e}") from None
+        except RuntimeError:
+            raise OSError(f"could not bind the {what} on {bind}: the port is in use (by another "
+                          "server?) or the address is not this host's") from None
         if self.port == 0:
-            raise OSError(f"could not bind the {what} on {bind}")
+            raise OSError(f"could not bind the {what} on {bind}: the port is in use (another "
+                          "server?) or the address is not this host's")
         self.address = f"{host}:{self.port}"
 
     def start(self):
@@ -75,3 +84,26 @@ class ServingPort:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _check_free(host: str, port: int, what: str) -> None:
+    """OSError naming the port if something listens on it (said plainly, before gRPC logs)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise OSError(f"could not bind the {what} on {host}:{port}: {e}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as gRPC binds: connections of a server that just died (TIME_WAIT) do not count,
+        # a socket listening there does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise OSError(f"could not bind the {what} on {host}:{port}: the port is in use "
+                              "(another server runs there?)") from None
+            raise OSError(f"could not bind the {what} on {host}:{port}: {e.strerror}") from None
