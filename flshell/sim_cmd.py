@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -87,13 +89,35 @@ def run_sim(args: argparse.Namespace) -> int:
         view.follow(sim, sub)
     except KeyboardInterrupt:
         interrupted = True
-        err.print("[yellow]Ctrl-C: aborting the job...[/]")
-        sim.abort("Ctrl-C")
-    result = sim.wait()
+        err.print("[yellow]Ctrl-C: aborting the job...[/] (Ctrl-C again leaves at once)")
+    try:
+        if interrupted:
+            sim.abort("Ctrl-C")
+        result = sim.wait()  # the sites' scripts return first (a slow one may take a while)
+    except KeyboardInterrupt:
+        _leave_now(sim, err, again=interrupted)
     print_summary(out, result)
     if interrupted:
         return exit_codes.INTERRUPTED
     return {"COMPLETED": exit_codes.OK, "ABORTED": exit_codes.ABORTED}.get(result.status, exit_codes.JOB_FAILED)
+
+
+def _leave_now(sim: Simulator, err: Console, again: bool) -> NoReturn:
+    """Ctrl-C while the sites wind down: do not wait for their scripts (threads of this process
+    that cannot be stopped, so the interpreter could not exit normally); write what the sites
+    logged so far and the job's end if it is there within a moment, then exit 130."""
+    err.print(f"[yellow]Ctrl-C{' again' if again else ''}: leaving now, without waiting for the "
+              "sites' scripts[/]")
+    try:
+        if sim.runner is not None:
+            sim.abort("Ctrl-C")
+            sim.runner.wait(2.0)  # its status.json is written as it ends
+        sim.flush_logs()
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_codes.INTERRUPTED)
 
 
 def _start(sim: Simulator, out: Console, quiet: bool) -> None:

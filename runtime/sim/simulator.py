@@ -226,6 +226,11 @@ class Simulator:
                             raise JobError(where.file, f"{where.json_path}.args.{e.arg}",
                                            f"expected {e.expected}, got {render(e.got)}") from None
 
+    def flush_logs(self) -> None:
+        """Write what the in-process sites logged so far (they write in batches)."""
+        if self._sink is not None:
+            self._sink.flush()
+
     def _site_log(self, job_id: str, site: str) -> Path:
         if self._sink is not None:
             self._sink.flush()  # sites write their logs in batches: make them current first

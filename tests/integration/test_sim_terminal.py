@@ -109,3 +109,30 @@ def test_after_ctrl_c_nothing_from_the_sites_reaches_the_terminal(tmp_path):
     assert "site-3: stalling" not in before, out  # (and before it too: prints never reach here)
     (log,) = ws.glob("site-3/jobs/*/log.txt")
     assert "site-3: round 1/3" in log.read_text()
+
+
+def test_a_second_ctrl_c_leaves_at_once_without_a_traceback(tmp_path):
+    """The first Ctrl-C aborts and waits for the sites' scripts to return; site-3's sleeps 60 s.
+    A second Ctrl-C means "now": one line, exit 130, no traceback, well before the script wakes."""
+    job = copy_job(JOBS / "slow_site", tmp_path)  # site-3 stalls 60 s in round 1
+    ws = tmp_path / "ws"
+    term = Terminal(["sim", str(job), "-n", "3", "-w", str(ws)], cwd=tmp_path)
+
+    def stalling() -> bool:
+        return any("site-3: stalling" in p.read_text() for p in ws.glob("site-3/jobs/*/log.txt"))
+
+    try:
+        term.wait_for(stalling, 60, "site-3 to stall")
+        term.ctrl_c()
+        term.wait_for(lambda: "Ctrl-C: aborting the job..." in term.text, 30, "the first interrupt's message")
+        term.ctrl_c()
+        code = term.read_to_end(30)  # the stalled script would hold it for 60 s
+    finally:
+        term.close()
+    out = term.text
+    assert code == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "Ctrl-C again" in out, out
+    # what the sites had written until then is in their logs
+    (log,) = ws.glob("site-3/jobs/*/log.txt")
+    assert "site-3: stalling" in log.read_text()
