@@ -16,7 +16,7 @@ from flshell import exit_codes
 from flshell.sim_view import ProgressView, print_summary
 from runtime.jobs import JobError
 from runtime.jobs.errors import names
-from runtime.sim.simulator import SimUsageError, Simulator
+from runtime.sim.simulator import SimUsageError, Simulator, format_gpus
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def run_sim(args: argparse.Namespace) -> int:
                   f"{escape(names(sim.job.named_sites()))})", highlight=False)
     if not args.quiet:
         if sim.processes:
-            gpus = f" on GPU groups {', '.join(sim.gpus)}" if sim.gpus else ""
+            gpus = f" on GPU groups {escape(format_gpus(sim.gpus))}" if sim.gpus else ""
             threads = f" in {len(sim.worker_plan)} worker processes{gpus}"
         else:
             threads = f", {args.threads} at a time" if args.threads else ""

@@ -46,6 +46,13 @@ def parse_gpus(text: str | None) -> list[str]:
     return ids
 
 
+def format_gpus(groups: list[str]) -> str:
+    """['0', '1'] -> '0,1'; ['0,1', '2,3'] -> '[0,1],[2,3]': as -gpu takes them."""
+    if any("," in g for g in groups):
+        return ",".join(f"[{g}]" for g in groups)
+    return ",".join(groups)
+
+
 def check_gpus(groups: list[str]) -> str | None:
     """Refuse GPU ids this host does not have (when NVML can tell); None if all is well, else a
     note for the user: no GPU visible here, so the sites will train on the CPU."""
@@ -53,7 +60,7 @@ def check_gpus(groups: list[str]) -> str | None:
 
     present = {int(g["index"]) for g in gpu_load()}
     if not present:
-        return (f"-gpu {','.join(groups)}: no GPU visible on this host (NVML); each worker "
+        return (f"-gpu {format_gpus(groups)}: no GPU visible on this host (NVML); each worker "
                 "still gets its CUDA_VISIBLE_DEVICES, and the scripts run on the CPU")
     wanted = {int(i) for grp in groups for i in grp.split(",")}
     missing = sorted(wanted - present)

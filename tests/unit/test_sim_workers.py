@@ -83,3 +83,12 @@ def test_gpu_implies_worker_processes(tmp_path):
     sim.prepare()
     assert sim.processes and sim.transport_kind == "grpc"
     assert [w.gpu for w in sim.worker_plan] == ["0", "0"]  # two workers on one GPU
+
+
+@pytest.mark.parametrize("text, shown", [("0,1", "0,1"), ("[0,1],[2,3]", "[0,1],[2,3]"),
+                                         ("[0, 1], [2,3]", "[0,1],[2,3]"), ("[1],[0]", "1,0")])
+def test_gpu_groups_are_shown_as_the_option_takes_them(text, shown):
+    """What `flshell sim` prints of -gpu (the header line, the no-GPU note): groups stay groups."""
+    from runtime.sim.simulator import format_gpus
+
+    assert format_gpus(parse_gpus(text)) == shown
