@@ -248,7 +248,7 @@ class Simulator:
         self._t0_wall = time.time()
         self._sink = LogSink()
         # bounded; with no reader it wakes no thread, and what overflows is the oldest errors
-        self._errors = self.engine.events.subscribe(maxsize=20000, types={"task_result"})
+        self._errors = self.engine.events.subscribe(maxsize=10000, types={"task_result"})
         if self.processes:
             self._start_workers()
         else:
