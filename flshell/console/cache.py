@@ -12,7 +12,6 @@ from runtime.admin import AdminError, Event, ServerUnreachable, Session
 
 FINAL = frozenset({"COMPLETED", "FAILED", "ABORTED"})
 ACTIVE = ("RUNNING", "WAITING", "SUBMITTED")
-UP = frozenset({"CONNECTED", "STALE"})  # a STALE site is late, not gone
 WATCHED = ("job_status", "job_deleted", "site_status")  # the events that change the cache
 JOB_LIMIT = 500  # newest jobs kept for completion; older ones are still reachable by typing the id
 
@@ -36,11 +35,12 @@ class Summary:
 
     state: str  # "connecting" | "connected" | "reconnecting"
     retries: int
-    sites_up: int
-    sites_total: int
+    sites_up: int  # CONNECTED: heartbeats fresh
+    sites_total: int  # every site the server knows (LOST and DISCONNECTED ones too)
     jobs_running: int
     jobs_waiting: int
     updated_at: float | None
+    sites_stale: int = 0  # late with their heartbeats: not up, not gone yet
 
 
 class ConsoleCache:
@@ -81,8 +81,9 @@ class ConsoleCache:
             statuses = [j.get("status") for j in self._jobs.values()]
             return Summary(
                 state=self.state, retries=self.retries,
-                sites_up=sum(s.get("status") in UP for s in self._sites.values()),
+                sites_up=sum(s.get("status") == "CONNECTED" for s in self._sites.values()),
                 sites_total=len(self._sites),
+                sites_stale=sum(s.get("status") == "STALE" for s in self._sites.values()),
                 jobs_running=statuses.count("RUNNING"),
                 jobs_waiting=statuses.count("WAITING") + statuses.count("SUBMITTED"),
                 updated_at=self.updated_at)
@@ -277,13 +278,18 @@ class CacheRefresher:
             self._wake.wait(delay)
 
     def _watch_loop(self) -> None:
+        """A broken stream is a lost connection too (a server restarted between two listings
+        is seen only here): it is told, and so is the subscription that works again."""
+        address = self.session.address
         failures = 0
         while not self._stop.is_set():
             try:
                 stream = self.session.watch(types=WATCHED)
-            except AdminError:
+            except AdminError as e:
                 if self._stop.is_set():
                     return
+                if isinstance(e, ServerUnreachable):
+                    self._emit(self.cache.mark_unreachable(address, str(e)))
                 failures += 1
                 self._stop.wait(min(self.max_backoff, 0.25 * 2 ** (failures - 1)))
                 continue
@@ -293,6 +299,7 @@ class CacheRefresher:
                     return
                 self._stream = stream
             failures = 0
+            self._emit(self.cache.mark_connected(address))
             self._wake.set()  # a fresh subscription: list once so nothing missed meanwhile is lost
             try:
                 for event in stream:
@@ -300,6 +307,9 @@ class CacheRefresher:
                     if event.type == "dropped":
                         self._wake.set()
                     self._emit(notices)
+            except ServerUnreachable as e:
+                if not self._stop.is_set():
+                    self._emit(self.cache.mark_unreachable(address, str(e)))
             except AdminError:
                 pass
             finally:

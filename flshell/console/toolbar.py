@@ -22,7 +22,8 @@ STYLE = Style.from_dict({
 
 
 def toolbar_text(cache: ConsoleCache, address: str, fmt: str | None = None) -> FormattedText:
-    """` ● connected 127.0.0.1:8003 │ sites 2/2 │ jobs 1 running, 1 waiting │ format json`."""
+    """` ● connected 127.0.0.1:8003 │ sites 1/3 (1 stale) │ jobs 1 running, 1 waiting │ format json`:
+    sites connected (heartbeats fresh) of those the server knows, and how many are late."""
     s = cache.summary()
     if s.state == "connected":
         state = [("class:bottom-toolbar.ok", " ● connected ")]
@@ -32,10 +33,11 @@ def toolbar_text(cache: ConsoleCache, address: str, fmt: str | None = None) -> F
         state = [("class:bottom-toolbar.warn", " ○ connecting ")]
     sep = ("class:bottom-toolbar.dim", " │ ")
     sites_style = "" if s.sites_up == s.sites_total else "class:bottom-toolbar.warn"
+    sites = f"sites {s.sites_up}/{s.sites_total}" + (f" ({s.sites_stale} stale)" if s.sites_stale else "")
     jobs = f"jobs {s.jobs_running} running"
     if s.jobs_waiting:
         jobs += f", {s.jobs_waiting} waiting"
-    parts = state + [("", address), sep, (sites_style, f"sites {s.sites_up}/{s.sites_total}"), sep, ("", jobs)]
+    parts = state + [("", address), sep, (sites_style, sites), sep, ("", jobs)]
     if fmt and fmt != "table":
         parts += [sep, ("", f"format {fmt}")]
     if s.state == "reconnecting" and s.updated_at is not None:

@@ -116,7 +116,7 @@ def test_submit_list_watch_cancel_and_abort_with_confirmation(server, tmp_path):
         "abort_job last\r",
         "\r",                  # Enter: refused, the default
         "abort_job last\r",
-        "y",                   # yes
+        "y\r",                 # yes (a whole line)
         "wait_job last\r",     # exit 4: ABORTED
         "exit\r",
     ])
@@ -204,3 +204,38 @@ def test_background_notice_while_at_the_prompt(server, tmp_path):
     assert code == 0 and server.manager.get_job(job_id)["status"] == "COMPLETED"
     told = [line for line in console.notices.getvalue().splitlines() if "COMPLETED" in line]
     assert len(told) == 1 and re.fullmatch(rf"\[\d\d:\d\d:\d\d\] job {job_id[:8]} hello-numpy COMPLETED", told[0])
+
+
+def test_a_quick_server_restart_is_told_as_lost_and_reconnected(server, tmp_path):
+    """The admin port goes and is back at once (a `restart server`): the watch stream broke,
+    events may have been missed; the console says so, and says when it is connected again."""
+    from runtime.server.admin_service import AdminServer
+
+    address = server.admin.address
+    port = int(address.rsplit(":", 1)[1])
+    console = Console()
+    back: list[AdminServer] = []
+
+    gave_up = threading.Event()
+
+    def outage(inp: PipeInput) -> None:
+        def restart() -> None:
+            server.admin.stop(0)
+            back.append(AdminServer(server.manager, "127.0.0.1", port).start())
+        _when(lambda: "reconnected" in console.notices.getvalue() or gave_up.is_set(),
+              lambda: inp.send_text("exit\r"))
+        _when(lambda: "connected to" in console.notices.getvalue(), restart)
+
+    timer = threading.Timer(WAIT, gave_up.set)  # a missing notice fails the asserts, not the run
+    timer.start()
+
+    try:
+        with Session(address, timeout=5) as session:
+            code = console.run(session, address, "", tmp_path / "history", later=outage, refresh_interval=30)
+    finally:
+        timer.cancel()
+        for admin in back:
+            admin.stop(0)
+    told = [line.split("] ", 1)[1] for line in console.notices.getvalue().splitlines()[1:]]
+    assert code == 0
+    assert told[0].startswith(f"server {address} unreachable") and told[-1] == f"reconnected to {address}"

@@ -212,3 +212,19 @@ def test_first_listing_tells_nothing():
     # an empty cache offers no job ids (the completer never asks the server)
     completer = ConsoleCompleter(REGISTRY, ConsoleCache())
     assert list(completer.get_completions(Document("abort_job "), CompleteEvent())) == []
+
+
+def test_the_toolbar_counts_connected_sites_of_those_known_and_says_how_many_are_late():
+    def plain(fragments) -> str:
+        return "".join(text for _, text in fragments)
+
+    c = ConsoleCache()
+    c.load([], [{"name": "site-1", "status": "CONNECTED"}, {"name": "site-2", "status": "CONNECTED"}])
+    c.mark_connected("127.0.0.1:8003")
+    assert "│ sites 2/2 │" in plain(toolbar_text(c, "127.0.0.1:8003"))
+    c.apply_event(_event("site_status", site="site-1", status="STALE"))  # stopped: missed heartbeats
+    assert "│ sites 1/2 (1 stale) │" in plain(toolbar_text(c, "127.0.0.1:8003"))
+    c.apply_event(_event("site_status", site="site-1", status="DISCONNECTED"))  # said goodbye
+    assert "│ sites 1/2 │" in plain(toolbar_text(c, "127.0.0.1:8003"))
+    c.apply_event(_event("site_status", site="site-1", status="CONNECTED"))  # restarted, registered again
+    assert "│ sites 2/2 │" in plain(toolbar_text(c, "127.0.0.1:8003"))
