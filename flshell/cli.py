@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     from flshell import console_cmd
 
     console_cmd.add_arguments(parser)
+    parser.add_argument("--version", action="version", version=f"flshell {console_cmd.version()}",
+                        help="print flshell's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sim = sub.add_parser(
         "sim",

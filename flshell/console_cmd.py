@@ -25,6 +25,10 @@ examples:
 
 exit status: 0 ok, 1 a command failed, 2 usage error, 3 server unreachable,
              4 a job ended unsuccessfully under wait_job
+
+leaving the embedded federation with jobs unfinished: the console asks (abort them, leave them
+to go on the next time, or stay); a script leaves them (a warning on stderr), or aborts them
+with -y; left jobs go on the next time flshell opens the same --local-workspace
 """
 
 
@@ -43,15 +47,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-going", action="store_true",
                         help="in scripts, go on after a failing command")
     parser.add_argument("-y", "--yes", action="store_true",
-                        help="answer yes to confirmations (abort_job, delete_job...)")
+                        help="answer yes to confirmations (abort_job, delete_job...); a script on "
+                             "the embedded federation aborts the jobs unfinished when it ends")
     parser.add_argument("--format", choices=["table", "json"], default="table",
                         help="output: tables for people (default) or one JSON document per command")
+    parser.add_argument("--no-pager", dest="pager", action="store_false",
+                        help="the console prints long output whole instead of paging it "
+                             "(`pager off` inside; scripts never page)")
     parser.add_argument("--sites", type=int, default=2, metavar="N",
                         help="sites of the embedded local federation (default 2)")
     parser.add_argument("--local-workspace", type=Path, metavar="DIR",
                         help="workspace of the embedded local federation "
                              f"(default {paths.default('local')})")
     parser.add_argument("--user", default="admin", help="who submits (until certificates name the admin)")
+
+
+def version() -> str:
+    """flshell's version, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("flshell")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _embedded(args: argparse.Namespace) -> bool:
+    """The console runs its own local federation (no --server, --poc or --startup)."""
+    return not (args.server or args.poc is not None or getattr(args, "startup", None))
+
+
+def _local_workspace(args: argparse.Namespace) -> Path:
+    return Path(args.local_workspace or paths.default("local")).absolute()
 
 
 def _address(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -118,11 +146,36 @@ def run(args: argparse.Namespace) -> int:
 
             runner = Runner(session, fmt=args.format, assume_yes=args.yes)
             if script is None:  # errors name the file and line: ops.flsh:3: ...
-                return runner.run_file(args.script_file, keep_going=args.keep_going)
-            return runner.run_script(script, keep_going=args.keep_going)
+                code = runner.run_file(args.script_file, keep_going=args.keep_going)
+            else:
+                code = runner.run_script(script, keep_going=args.keep_going)
+            if _embedded(args):
+                _script_leaves(runner, args)
+            return code
         from flshell.console.repl import run_repl
 
-        return run_repl(session, address, description=what)
+        def runner_factory(session, **kwargs):
+            return Runner(session, out=sys.stdout, err=sys.stderr, pager=args.pager, **kwargs)
+
+        from flshell.console.script import Runner
+
+        return run_repl(session, address, description=what, runner_factory=runner_factory,
+                        embedded=_local_workspace(args) if _embedded(args) else None)
+
+
+def _script_leaves(runner, args: argparse.Namespace) -> None:
+    """A script on the embedded federation ends with jobs unfinished: -y aborts them; otherwise
+    they stay in the store to go on the next time, and stderr says so."""
+    from flshell.console import leaving
+
+    jobs = leaving.unfinished_jobs(runner.session)
+    if not jobs:
+        return
+    if args.yes:
+        runner.note(f"{leaving.count(jobs)}; aborting them (-y)")
+        leaving.abort_all(runner.session, jobs, runner.note)
+    else:
+        runner.note(f"warning: {leaving.left_note(jobs, _local_workspace(args))}; -y aborts them instead")
 
 
 @contextlib.contextmanager

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from flshell.console import render
+from flshell.console import render, vertical
 from flshell.console.live import Cancelled, follow_log, wait_for_job, watch_events
 from flshell.exit_codes import JOB_UNSUCCESSFUL, OK
 from flshell.argtypes import positive_int as _positive_int
 from runtime import paths
+from runtime.admin import AdminError
 
 if TYPE_CHECKING:
     from flshell.console.script import Runner
@@ -148,8 +149,38 @@ def _list_jobs(r: "Runner", a: argparse.Namespace) -> int:
          arg("job", metavar="ID"), completions=JOB)
 def _show_job(r: "Runner", a: argparse.Namespace) -> int:
     job = r.session.get_job(r.job(a.job))
+    failing = render.failing_every_round(job.get("rounds") or [])
+    if failing:
+        _last_errors(r, job["job_id"], failing)
+        job = {**job, "sites_failing_every_round": failing}
     r.emit(job, lambda: render.job_detail(job))
     return OK
+
+
+SERVER_LOG_TAIL = 2000  # lines of a job's server log show_job reads for a failing site's last error
+
+
+def _last_errors(r: "Runner", job_id: str, failing: list[dict[str, Any]]) -> None:
+    """Fill in each failing site's last error from the job's server log, where the round
+    records carry none: the workflow logs `task 'train' failed on site-3: <last line>`."""
+    wanted = {f["site"]: f for f in failing if not f.get("error")}
+    if not wanted:
+        return
+    try:
+        lines = list(r.session.tail_log(job_id, None, lines=SERVER_LOG_TAIL))
+    except AdminError:  # the log is a nicety: show_job works without it
+        return
+    for line in reversed(lines):
+        for site, entry in wanted.items():
+            if entry.get("error"):
+                continue
+            marker = f" failed on {site}: "
+            if marker in line:
+                entry["error"] = line.split(marker, 1)[1].strip()
+            elif line.rstrip().endswith(f" timed out on {site}"):
+                entry["error"] = "timed out"
+        if all(e.get("error") for e in wanted.values()):
+            return
 
 
 @command("abort_job", "stop a job that has not ended", arg("job", metavar="ID"), destructive=True,
@@ -367,6 +398,50 @@ def unknown_command(name: str) -> str:
 def _set(r: "Runner", a: argparse.Namespace) -> int:
     r.fmt = a.value
     r.emit({a.setting: a.value}, None)
+    return OK
+
+
+def _on_off(current: bool, value: str | None) -> bool:
+    return not current if value is None else value == "on"
+
+
+@command("pager", "page output taller than the terminal ($FLSHELL_PAGER, $PAGER or less; never in "
+         "scripts or pipes); without on|off, toggle", arg("value", metavar="on|off", nargs="?",
+                                                         choices=["on", "off"]),
+         group=SHELL, completions={"value": "choices:on,off"})
+def _pager(r: "Runner", a: argparse.Namespace) -> int:
+    r.pager = _on_off(r.pager, a.value)
+    state = "on" if r.pager else "off"
+    r.emit({"pager": state}, f"pager {state}: output taller than the terminal is "
+                             + ("paged" if r.pager else "printed whole"))
+    return OK
+
+
+@command("expanded", "vertical output: each table row as one field per line (psql's \\x); "
+         "auto: only tables wider than the screen (80 columns off a terminal); without a "
+         "value, toggle on|off", arg("value", metavar="on|off|auto", nargs="?", choices=list(vertical.EXPANDED_MODES)),
+         group=SHELL, completions={"value": "choices:on,off,auto"}, aliases=("x",))
+def _expanded(r: "Runner", a: argparse.Namespace) -> int:
+    r.expanded = a.value or ("off" if r.expanded == "on" else "on")
+    r.emit({"expanded": r.expanded}, f"expanded display {r.expanded}")
+    return OK
+
+
+@command("clear", "clear the screen", group=SHELL)
+def _clear(r: "Runner", a: argparse.Namespace) -> int:
+    if r.clear_screen is not None:
+        r.clear_screen()
+    elif render.is_terminal(r.out):
+        r.out.write("\x1b[H\x1b[2J\x1b[3J")  # home, erase the screen and its scrollback
+        r.out.flush()
+    return OK
+
+
+@command("version", "flshell's version", group=SHELL)
+def _version(r: "Runner", a: argparse.Namespace) -> int:
+    from flshell.console_cmd import version
+
+    r.emit({"flshell": version()}, f"flshell {version()}")
     return OK
 
 

@@ -46,6 +46,20 @@ def print_to(out: TextIO, renderable: RenderableType) -> None:
     out.flush()
 
 
+def terminal_text(renderable: RenderableType, out: TextIO) -> str:
+    """What print_to would show on the terminal `out`, as text (with its colour codes): for
+    the pager."""
+    buffer = io.StringIO()
+    width = Console(file=out).width  # the terminal's
+    Console(file=buffer, width=width, force_terminal=True, highlight=False, emoji=False).print(renderable)
+    return buffer.getvalue()
+
+
+def screen_width(out: TextIO) -> int:
+    """The width tables must fit in for `expanded auto`: the terminal's, else 80 columns."""
+    return Console(file=out).width if is_terminal(out) else 80
+
+
 def to_json(doc: Any) -> str:
     """One JSON document on one line (JSON lines): what `set format json` prints per command."""
     return json.dumps(doc, default=str, separators=(",", ":"))
@@ -161,6 +175,8 @@ def job_detail(job: dict[str, Any]) -> RenderableType:
     for key, val in fields:
         grid.add_row(key, val if isinstance(val, Text) else str(val))
     parts: list[RenderableType] = [grid]
+    for entry in job.get("sites_failing_every_round") or []:
+        parts.append(Text(failing_line(entry), style="yellow"))
     rounds = job.get("rounds") or []
     if rounds:
         parts += [Text(""), rounds_table(rounds)]
@@ -171,6 +187,49 @@ def job_detail(job: dict[str, Any]) -> RenderableType:
             failure.add_row(str(where), value(detail))
         parts += [Text(""), failure]
     return Group(*parts)
+
+
+def _round_errors(rnd: dict[str, Any]) -> dict[str, Any]:
+    """site -> error text a round record carries, if it carries any (`errors`, or a
+    `sites_failed` that maps sites to errors)."""
+    errors = dict(rnd.get("errors") or {}) if isinstance(rnd.get("errors"), dict) else {}
+    if isinstance(rnd.get("sites_failed"), dict):
+        errors = {**rnd["sites_failed"], **errors}
+    return errors
+
+
+def failing_every_round(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sites that failed (or timed out) in every recorded round: [{"site", "rounds", "timed_out",
+    "error"}], `error` the last line of the latest error a round record names (else None).
+    A job can COMPLETE without them (min_clients); nothing else would say they never worked."""
+    if not rounds or not all("sites_failed" in r or "sites_timed_out" in r for r in rounds):
+        return []  # rounds recorded without their outcome say nothing about sites
+    always: set[str] | None = None
+    for rnd in rounds:
+        bad = set(rnd.get("sites_failed") or []) | set(rnd.get("sites_timed_out") or [])
+        always = bad if always is None else always & bad
+    out = []
+    for site in sorted(always or ()):
+        timed_out = sum(site in (r.get("sites_timed_out") or []) for r in rounds)
+        errors = [e for e in (_round_errors(r).get(site) for r in rounds) if e]
+        out.append({"site": site, "rounds": len(rounds), "timed_out": timed_out,
+                    "error": last_line(str(errors[-1])) if errors else None})
+    return out
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text.strip()
+
+
+def failing_line(entry: dict[str, Any]) -> str:
+    """`site-3 failed in all 5 rounds: ZeroDivisionError: division by zero`."""
+    n, timed_out = entry.get("rounds", 0), entry.get("timed_out", 0)
+    verb = "timed out" if timed_out == n else "failed"
+    text = f"{entry.get('site')} {verb} in " + ("the only round" if n == 1 else f"all {n} rounds")
+    if 0 < timed_out < n:
+        text += f" ({timed_out} timed out)"
+    return text + (f": {entry['error']}" if entry.get("error") else "")
 
 
 def metric_names(rounds: list[dict[str, Any]]) -> list[str]:
@@ -294,7 +353,10 @@ def gpu_rows(sites: list[dict[str, Any]],
     """One entry per site: its GPUs, each process on them named by the job it runs for, each GPU
     with its recent `history` ({"t", "util", "mem_used"}, from Session.gpu_history); a site
     without GPUs has a `note` saying why (its heartbeat's `gpu_note`; plain "no GPU" when it
-    said none, or has not sent its load yet)."""
+    said none, or has not sent its load yet). GPUs the site declared for its jobs
+    (`gpu_inventory`: `flshell client --gpus 0:16,1:16`) that it sends no load for are listed
+    too, `declared`, with the declared memory, the jobs holding them (`gpu_alloc`) and no load;
+    the row's `load_note` says why there is none."""
     out = []
     for s in sites:
         info = s.get("info") or {}
@@ -307,10 +369,30 @@ def gpu_rows(sites: list[dict[str, Any]],
                                  - {None})
             gpu["history"] = past.get(gpu.get("index")) or {"t": [], "util": [], "mem_used": []}
             gpus.append(gpu)
-        row: dict[str, Any] = {"site": s.get("name"), "status": s.get("status"), "gpus": gpus}
-        if not gpus:
+        declared = _declared_gpus(info, {g.get("index") for g in gpus})
+        row: dict[str, Any] = {"site": s.get("name"), "status": s.get("status"), "gpus": gpus + declared}
+        if declared:
+            row["load_note"] = info.get("gpu_note") or "the site sends no load for its declared GPUs"
+        elif not gpus:
             row["note"] = info.get("gpu_note") or "no GPU"
         out.append(row)
+    return out
+
+
+def _declared_gpus(info: dict[str, Any], sampled: set[Any]) -> list[dict[str, Any]]:
+    """The site's declared GPUs (`gpu_inventory`) it sent no load sample for."""
+    inventory = info.get("gpu_inventory")
+    alloc = info.get("gpu_alloc") if isinstance(info.get("gpu_alloc"), dict) else {}
+    out = []
+    for entry in inventory if isinstance(inventory, list) else []:
+        if not isinstance(entry, dict) or entry.get("index") in sampled:
+            continue
+        index = entry.get("index")
+        out.append({"index": index, "name": entry.get("name") or "", "declared": True,
+                    "mem_total": entry.get("mem_total"), "mem_used": None, "util_percent": None,
+                    "temperature_c": None, "power_w": None, "processes": [],
+                    "jobs": sorted(j for j, ids in alloc.items() if isinstance(ids, list) and index in ids),
+                    "history": {"t": [], "util": [], "mem_used": []}})
     return out
 
 
@@ -326,6 +408,12 @@ def gpu_table(rows: list[dict[str, Any]]) -> RenderableType:
                 text.append(f" ({note})", style="dim")
             table.add_row(str(row["site"]), "-", text, "", "", "", "", "", "")
         for g in row["gpus"]:
+            jobs = ", ".join(short(j) for j in g["jobs"]) or "-"
+            if g.get("declared"):  # no load samples: "-", unknown, not "n/a" (not supported)
+                total = g.get("mem_total")
+                table.add_row(str(row["site"]), str(g.get("index", "-")), f"{g.get('name') or 'declared'}",
+                              "-", "-", f"- / {size(total)}" if total else "-", "-", "-", jobs)
+                continue
             util = g.get("util_percent")
             used, total = g.get("mem_used"), g.get("mem_total")
             mem = f"{size(used)} / {size(total)}" if used is not None and total else "n/a"
@@ -334,7 +422,10 @@ def gpu_table(rows: list[dict[str, Any]]) -> RenderableType:
             table.add_row(str(row["site"]), str(g.get("index", "-")), str(g.get("name") or "-"),
                           "n/a" if util is None else f"{util:.0f}%", trail or "-", mem,
                           "n/a" if temp is None else f"{temp:.0f}°C", "n/a" if power is None else f"{power:.0f} W",
-                          ", ".join(short(j) for j in g["jobs"]) or "-")
+                          jobs)
+        if row.get("load_note"):
+            table.add_row(str(row["site"]), "", Text(f"load unknown (GPUs declared; the site says: {row['load_note']})", style="dim"),
+                          "", "", "", "", "", "")
     return table
 
 

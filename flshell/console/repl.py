@@ -19,8 +19,6 @@ from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
-from prompt_toolkit.key_binding import KeyBindings
-from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
@@ -89,6 +87,7 @@ class Notices:
         self._at_prompt = False
         self._pending: list[tuple[Notice, float]] = []
         self._seen: tuple[str, str | None] | None = None  # (line, last) of a watch that saw its job end
+        self._forgotten: set[str] = set()  # jobs whose notices are not to be told (forget_jobs)
 
     def _write(self, text: str) -> None:
         out = self.stream if self.stream is not None else sys.stdout  # the patch_stdout proxy at the prompt
@@ -98,6 +97,8 @@ class Notices:
     def post(self, notice: Notice) -> None:
         """From any thread."""
         with self._lock:
+            if notice.kind == "job" and notice.subject in self._forgotten:
+                return
             if not self._at_prompt:
                 self._pending.append((notice, time.time()))
             elif self._seen is None or not _shown_by(*self._seen, notice, everything=False):
@@ -127,6 +128,12 @@ class Notices:
             finally:
                 with self._lock:
                     self._at_prompt = False
+
+    def forget_jobs(self, job_ids: list[str]) -> None:
+        """Drop held notices about these jobs (shown already) and the ones still to come."""
+        with self._lock:
+            self._pending = [(n, at) for n, at in self._pending if not (n.kind == "job" and n.subject in job_ids)]
+            self._forgotten.update(job_ids)
 
     def command_done(self, line: str | None, last: str | None = None, saw_end: bool = False) -> None:
         """Write the notices held while `line` ran, but not those it showed itself. With
@@ -160,36 +167,62 @@ def _shown_by(line: str, last: str | None, notice: Notice, everything: bool = Tr
     return False
 
 
-def _confirm_session(input: Input | None, output: Output | None) -> Callable[[str], bool]:
-    """A yes/no question at the terminal: y answers yes; n, Enter, Ctrl-C, Ctrl-D answer no."""
-    bindings = KeyBindings()
-    session: PromptSession[bool] | None = None
+def _line_asker(input: Input | None, output: Output | None) -> Callable[..., str | None]:
+    """`ask(message, on_eof=None)`: one whole line read at the terminal (no history, no
+    completion): what was typed; None for Ctrl-C; `on_eof` for Ctrl-D (or input that ended)."""
+    session: PromptSession[str] | None = None
 
-    def answer(value: bool, shown: str) -> Callable[[Any], None]:
-        def handler(event: Any) -> None:
-            event.app.current_buffer.text = shown
-            event.app.exit(result=value)
-        return handler
-
-    for key in ("y", "Y"):
-        bindings.add(key)(answer(True, "y"))
-    for key in ("n", "N", "enter", "c-c", "c-d", "escape"):
-        bindings.add(key)(answer(False, "n"))
-    bindings.add(Keys.Any)(lambda event: None)  # nothing else is typed in
-
-    def confirm(question: str) -> bool:
+    def ask(message: Any, on_eof: str | None = None) -> str | None:
         nonlocal session
         if session is None:
-            session = PromptSession(key_bindings=bindings, input=input, output=output, style=STYLE)
+            session = PromptSession(input=input, output=output, style=STYLE)
+        try:
+            return session.prompt(message)
+        except KeyboardInterrupt:
+            return None
+        except EOFError:
+            return on_eof
+
+    return ask
+
+
+def _confirm_session(input: Input | None, output: Output | None) -> Callable[[str], bool]:
+    """A yes/no question at the terminal. A whole line is read (so `yes` is one answer, not a
+    `y` and a command `es`): y or yes answers yes; anything else, Enter, Ctrl-C, Ctrl-D no."""
+    ask = _line_asker(input, output)
+
+    def confirm(question: str) -> bool:
         question = question.rstrip()
         suffix = "" if question.endswith(("]", ")")) and "y/" in question.lower() else " [y/N] "
-        message = FormattedText([("class:confirm", question), ("", suffix if suffix else " ")])
-        try:
-            return bool(session.prompt(message))
-        except (EOFError, KeyboardInterrupt):
-            return False
+        answer = ask(FormattedText([("class:confirm", question), ("", suffix if suffix else " ")]))
+        return (answer or "").strip().lower() in ("y", "yes")
 
     return confirm
+
+
+def _may_leave(runner: Any, ask: Callable[..., str | None], workspace: Any) -> list[str] | None:
+    """Leaving a console whose federation ends with it: with jobs unfinished, ask whether to
+    abort them, leave them to go on the next time, or stay. None: stay; else leave (the ids of
+    the jobs whose end it told). Ctrl-D at the question leaves them (a second Ctrl-D means out,
+    and input that ended must not ask forever); Enter, `c` or Ctrl-C stays."""
+    from flshell.console import leaving
+
+    jobs = leaving.unfinished_jobs(runner.session)
+    if not jobs:
+        return []
+    question = FormattedText([
+        ("class:confirm", f"{leaving.count(jobs)}, and this federation ends with the console: "
+                          "[a]bort them, [l]eave them to go on the next time, or [c]ancel?"),
+        ("", " [a/l/C] ")])
+    answer = (ask(question, on_eof="l") or "").strip().lower()
+    if answer in ("a", "abort"):
+        leaving.abort_all(runner.session, jobs, runner.note)
+        return [j["job_id"] for j in jobs]
+    if answer in ("l", "leave"):
+        runner.note(leaving.left_note(jobs, workspace))
+        return []
+    runner.note("not leaving: the console stays open")
+    return None
 
 
 def _run_command(runner: Any, line: str, notices: Notices) -> int:
@@ -230,13 +263,15 @@ def run_repl(session: Any, address: str, description: str | None = None, *,
              history_file: str | os.PathLike[str] | None = None,
              input: Input | None = None, output: Output | None = None,
              notices: TextIO | None = None, refresh_interval: float = 2.0,
-             registry: Any = None) -> int:
+             registry: Any = None, embedded: str | os.PathLike[str] | None = None) -> int:
     """Run the console on `session` (connected to `address`) until `exit`, `bye` or Ctrl-D.
 
     `runner_factory(session, confirm=..., interactive=True)` makes the Runner (default: on
     stdout/stderr); `history_file` defaults to default_history_file(); `input`/`output` replace
     the terminal (tests: create_pipe_input() and DummyOutput()); `notices` is where the console's
-    own lines go (the welcome, background notices; default: above the prompt). Returns 0."""
+    own lines go (the welcome, background notices; default: above the prompt). `embedded`: the
+    workspace of the federation this process runs, which ends with the console: leaving with
+    jobs running then asks whether to abort them or leave them to resume. Returns 0."""
     if registry is None:
         from flshell.console.commands import REGISTRY as registry
     threadio.install()  # before any prompt: what patch_stdout restores is routed too (see prompting)
@@ -246,7 +281,21 @@ def run_repl(session: Any, address: str, description: str | None = None, *,
     board = Notices(notices)
     cache = ConsoleCache()
     with app_session:
+        ask = _line_asker(input, output)
         runner = factory(session, confirm=_confirm_session(input, output), interactive=True)
+        if hasattr(runner, "clear_screen"):
+            from prompt_toolkit.shortcuts import clear
+
+            runner.clear_screen = clear
+
+        def may_leave() -> bool:
+            if embedded is None:
+                return True
+            told = _may_leave(runner, ask, embedded)
+            if told:
+                board.forget_jobs(told)  # their ends were just shown
+            return told is not None
+
         prompt = PromptSession(
             PROMPT, history=_history(history_file), auto_suggest=AutoSuggestFromHistory(),
             completer=ThreadedCompleter(ConsoleCompleter(registry, cache, last_job=lambda: runner.last)),
@@ -266,7 +315,9 @@ def run_repl(session: Any, address: str, description: str | None = None, *,
                 except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line
                     continue
                 except EOFError:  # Ctrl-D
-                    break
+                    if may_leave():
+                        break
+                    continue
                 if not line.strip():
                     continue
                 code = _run_command(runner, line, board)
@@ -274,6 +325,8 @@ def run_repl(session: Any, address: str, description: str | None = None, *,
                 saw_end = code in (OK, JOB_UNSUCCESSFUL) and not getattr(runner, "cancelled", False)
                 board.command_done(line, getattr(runner, "last", None), saw_end)
                 if getattr(runner, "exit_requested", False):
-                    break
+                    if may_leave():
+                        break
+                    runner.exit_requested = False
             board.command_done(None)
     return OK

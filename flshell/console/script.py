@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from flshell.console import render
+from flshell.console import render, vertical
 from flshell.console.commands import REGISTRY, Cancelled, Command, CommandFailed, UsageError, unknown_command
 from flshell.exit_codes import CONNECTION, INTERRUPTED, JOB_FAILED, OK, USAGE
 from runtime.admin import AdminError, AmbiguousJob, ServerUnreachable, UnknownJob
@@ -105,13 +105,18 @@ class Runner:
     format. `session` may also be a function that returns one, called the first time a
     command needs the server (so `help` never starts anything). Data goes to `out`, errors
     and notes to `err`. Destructive commands run after `confirm(question)` says yes, or with
-    -y, or with `assume_yes`; with none of those (a script, no terminal) they are refused."""
+    -y, or with `assume_yes`; with none of those (a script, no terminal) they are refused.
+    `pager` (default: `interactive`): output taller than the terminal `out` is paged (never
+    when `out` is not a terminal); `expanded` ("off", "on", "auto"): tables as vertical records."""
 
     def __init__(self, session: Any, out: TextIO | None = None, err: TextIO | None = None, fmt: str = "table",
                  confirm: Callable[[str], bool] | None = None, interactive: bool = False,
-                 assume_yes: bool = False, echo: bool = False) -> None:
+                 assume_yes: bool = False, echo: bool = False, pager: bool | None = None,
+                 expanded: str = "off") -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if expanded not in vertical.EXPANDED_MODES:
+            raise ValueError(f"expanded must be one of {', '.join(vertical.EXPANDED_MODES)}, got {expanded!r}")
         self._session = session
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
@@ -120,6 +125,10 @@ class Runner:
         self.interactive = interactive
         self.assume_yes = assume_yes
         self.echo = echo  # print each command on `err` before it runs (`> list_jobs`)
+        self.pager = interactive if pager is None else pager
+        self.pager_command: list[str] | None = None  # None: flshell.console.pager.pager_command()
+        self.expanded = expanded
+        self.clear_screen: Callable[[], None] | None = None  # the REPL's; else ANSI at a terminal
         self.last: str | None = None  # the job most recently submitted or cloned here
         self.exit_requested = False
         self._lock = threading.Lock()
@@ -145,10 +154,31 @@ class Runner:
         shown = human() if callable(human) else human
         if shown is None:
             return
+        if not isinstance(shown, str):
+            shown = vertical.expand(shown, self.expanded, render.screen_width(self.out))
+        if self.pager and render.is_terminal(self.out) and self._paged(shown):
+            return
         if isinstance(shown, str):
             print(shown, file=self.out, flush=True)
         else:
             render.print_to(self.out, shown)
+
+    def _paged(self, shown: Any) -> bool:
+        """Show `shown` in the pager if it is taller than the terminal; False: print it."""
+        from flshell.console import pager
+
+        text = shown + "\n" if isinstance(shown, str) else render.terminal_text(shown, self.out)
+        try:
+            fd = self.out.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if not pager.too_tall(text, pager.terminal_rows(fd)):
+            return False
+        argv = self.pager_command if self.pager_command is not None else pager.pager_command()
+        if not argv:
+            return False
+        self.out.flush()
+        return pager.page(text, argv)
 
     def stream(self, doc: Any, line: str | None) -> None:
         """One item of a streaming command (watch, tail_log -f): a JSON line, or `line`."""

@@ -168,12 +168,6 @@ class LocalFederation:
         if self.manager is not None:
             self.manager.store.close()
 
-    def running_jobs(self) -> list[str]:
-        """Ids of the jobs running here now (what stop() leaves to resume)."""
-        if self.manager is None:
-            return []
-        return sorted(j for j, r in list(self.manager.runners.items()) if not r.done)
-
     def __enter__(self) -> "LocalFederation":
         return self.start()
 

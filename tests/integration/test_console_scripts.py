@@ -73,7 +73,8 @@ def test_submit_wait_show_stats_log_download_with_last(session, tmp_path):
     rows = _rows(out.getvalue())
     assert rows[0] == job_id and rows[1] == f"job {job_id[:8]} (hello-numpy) COMPLETED"
     assert f"job {job_id}" in rows and "status COMPLETED" in rows and "round 2/2" in rows
-    assert "ROUND RECORDED MEAN_WEIGHT" in rows and any(row.startswith("2/2 ") and row.endswith(" 6.5") for row in rows)
+    assert "ROUND RECORDED SECONDS SITES OK FAILED MEAN_WEIGHT" in rows  # rounds record who answered
+    assert any(row.startswith("2/2 ") and row.endswith(" site-1, site-2 - 6.5") for row in rows)
     assert any(row.startswith("mean_weight ") for row in rows)  # show_stats summary
     assert str(tmp_path / "dl" / job_id) in rows
     assert (tmp_path / "dl" / job_id / "result" / "global_model.npz").is_file()
@@ -233,3 +234,10 @@ def test_the_example_file_on_a_real_poc(tmp_path):
     assert stopped.returncode == 0, stopped.stderr
     left = procs_mentioning(str(poc))
     assert not left, [p.info["cmdline"] for p in left]
+
+
+def test_version_from_the_package_metadata():
+    from importlib.metadata import version
+
+    r = run_flshell("--version")
+    assert r.returncode == 0 and r.stdout == f"flshell {version('flshell')}\n"

@@ -3,6 +3,7 @@ the same admin port, for the console with no setup; jobs persist in its workspac
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -114,3 +115,30 @@ def test_stopping_leaves_a_running_job_running_and_it_resumes_the_next_time(tmp_
         done = s.wait_for_job(job_id, timeout=60)
         assert done["status"] == "COMPLETED", done
         assert not done.get("failed_sites")
+
+
+def _stalling_job(tmp_path, seconds: float):
+    """slow_site with site-1 stalling `seconds` in round 1, in its own process (in the job's folder)."""
+    job = copy_job(JOBS / "slow_site", tmp_path, "stalled")
+    edit_json(job / "app" / "config" / "config_client.json",
+              lambda d: d["executors"][0]["executor"]["args"].update(
+                  script_args=f"--slow-site site-1 --sleep {seconds:g}", launch_external_process=True))
+    return job
+
+
+def test_a_script_on_the_embedded_federation_leaves_unfinished_jobs_with_a_warning_and_y_aborts_them(tmp_path):
+    ws = tmp_path / "local"
+    job = _stalling_job(tmp_path, 60)
+    r = run_flshell("--local-workspace", ws, "-c", f"submit_job {job}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = r.stdout.strip()
+    assert f"warning: 1 job has not finished ({job_id[:8]} slow_site " in r.stderr
+    assert f"goes on the next time flshell opens {ws}" in r.stderr
+    # the next run takes it up again; with -y its end aborts it, by the admin, and says so
+    r = run_flshell("--local-workspace", ws, "-y", "-c", "list_jobs")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"job {job_id[:8]} (slow_site) ABORTED: aborted by admin" in r.stderr, r.stderr
+    r = run_flshell("--local-workspace", ws, "--format", "json", "-c", f"show_job {job_id}")
+    done = json.loads(r.stdout)
+    assert (done["status"], done["reason"], done["failed_sites"]) == ("ABORTED", "aborted by admin", [])
+    assert "warning" not in r.stderr  # nothing is left unfinished now

@@ -87,6 +87,7 @@ class FakeSession:
                      DONE_ID: _job(DONE_ID, "COMPLETED", rounds=ROUNDS, current_round=1, total_rounds=2)}
         self.events: list[Event] = []
         self.streams: list[FakeStream] = []
+        self.log_lines = ["one", "two"]  # what tail_log gives
 
     def _find(self, ref: str) -> dict[str, Any]:
         if ref == "unreachable":
@@ -137,7 +138,8 @@ class FakeSession:
 
     def tail_log(self, ref, site=None, lines=50, follow=False):
         self._find(ref)
-        return iter(["one", "two"])
+        self.calls.append(("tail_log", (ref, site)))
+        return iter(self.log_lines)
 
     def watch(self, since=None, types=None):
         self.calls.append(("watch", tuple(types or ())))
@@ -228,6 +230,7 @@ JSON_LINES = [
     ("check_status server", dict), ("check_status client site-2", list), ("sites", list), ("gpu", list),
     ("gpu site-2", list), ("sys_info", dict), ("sys_info site-1", dict), ("tail_log 3f2a site-1 -n 2", dict),
     ("show_stats 77aa", dict), ("watch 77aa", dict), ("set format json", dict),
+    ("version", dict), ("expanded auto", dict), ("pager off", dict),
 ]
 
 
@@ -516,3 +519,200 @@ def test_sparkline_scale_width_and_gaps():
 ])
 def test_the_sites_gpus_column_counts_the_declared_gpus_and_those_held(info, shown):
     assert render.gpu_count(info) == shown
+
+
+# ---- gpu: GPUs declared by hand (flshell client --gpus 0:16,1:16), no NVML ---------------------
+
+DECLARED = {"name": "site-3", "status": "CONNECTED", "heartbeat_age": 1.0, "queued": 0,
+            "info": {"jobs": [JOB_ID], "gpus": [],
+                     "gpu_note": "no NVML: ModuleNotFoundError: No module named 'pynvml'",
+                     "gpu_inventory": [{"index": 0, "mem_total": 16 * 1024**3},
+                                       {"index": 1, "mem_total": 16 * 1024**3}],
+                     "gpu_alloc": {JOB_ID: [1]}}}
+
+
+def test_gpu_lists_gpus_declared_by_hand_with_their_memory_and_why_their_load_is_unknown():
+    session = FakeSession()
+    session.list_sites = lambda: [dict(DECLARED)]
+    r, out, err = _runner(session)
+    assert r.run_line("gpu; sites") == OK, err.getvalue()
+    rows = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert "site-3 0 declared - - - / 16.0 GiB - - -" in rows
+    assert "site-3 1 declared - - - / 16.0 GiB - - 3f2a1b2c" in rows  # the job holding GPU 1
+    assert ("site-3 load unknown (GPUs declared; the site says: no NVML: ModuleNotFoundError: "
+            "No module named 'pynvml')") in rows
+    assert not [row for row in rows if "no GPU" in row]
+    assert any(row.startswith("site-3 CONNECTED") and row.endswith(" 2 (1 held)") for row in rows)  # as `sites`
+
+    r, out, err = _runner(session, fmt="json")
+    assert r.run_line("gpu site-3") == OK, err.getvalue()
+    (row,) = json.loads(out.getvalue())
+    assert [(g["index"], g["declared"], g["mem_total"], g["util_percent"], g["jobs"]) for g in row["gpus"]] == [
+        (0, True, 16 * 1024**3, None, []), (1, True, 16 * 1024**3, None, [JOB_ID])]
+    assert row["load_note"].startswith("no NVML") and "note" not in row
+
+
+def test_gpu_with_load_samples_and_declared_gpus_without_lists_both():
+    site = {**DECLARED, "info": {**DECLARED["info"], "gpus": [dict(SITES[0]["info"]["gpus"][0], processes=[])]}}
+    (row,) = render.gpu_rows([site])
+    assert [(g["index"], bool(g.get("declared"))) for g in row["gpus"]] == [(0, False), (1, True)]
+
+
+# ---- show_job: a site that failed every round of a job that still COMPLETED --------------------
+
+FAILING_ROUNDS = [{"round": i, "total_rounds": 3, "seconds": 0.5, "sites_ok": ["site-1", "site-2"],
+                   "sites_failed": ["site-3"] + (["site-2"] if i == 1 else []), "sites_timed_out": [],
+                   "metrics": {}} for i in range(3)]
+
+
+def test_show_job_names_a_site_that_failed_in_every_round_with_its_last_error():
+    session = FakeSession()
+    session.jobs[DONE_ID] = _job(DONE_ID, "COMPLETED", rounds=FAILING_ROUNDS, current_round=2, total_rounds=3)
+    session.log_lines = [
+        "2026-01-01 10:00:01 WARNING task 'train' failed on site-3: KeyError: 'weights'",
+        "    Traceback (most recent call last):",
+        "2026-01-01 10:00:03 WARNING task 'train' failed on site-3: ZeroDivisionError: division by zero",
+        "2026-01-01 10:00:03 WARNING task 'train' failed on site-2: OSError: disk full"]
+    r, out, err = _runner(session)
+    assert r.run_line("show_job 77aa") == OK, err.getvalue()
+    text = " ".join(out.getvalue().split())
+    assert "site-3 failed in all 3 rounds: ZeroDivisionError: division by zero" in text
+    assert "site-2 failed in all" not in text  # it failed once only
+    r, out, err = _runner(session, fmt="json")
+    assert r.run_line("show_job 77aa") == OK
+    assert json.loads(out.getvalue())["sites_failing_every_round"] == [
+        {"site": "site-3", "rounds": 3, "timed_out": 0, "error": "ZeroDivisionError: division by zero"}]
+
+
+def test_show_job_asks_for_no_log_when_every_site_answered_in_some_round():
+    session = FakeSession()  # DONE_ID: site-2 failed in round 2 of 2 only
+    r, out, err = _runner(session)
+    assert r.run_line("show_job 77aa") == OK
+    assert "every_round" not in out.getvalue() and "failed in" not in out.getvalue()
+    assert not [c for c in session.calls if c[0] == "tail_log"]
+
+
+@pytest.mark.parametrize("rounds, line", [
+    ([{"sites_failed": [], "sites_timed_out": ["s"]}], "s timed out in the only round"),
+    ([{"sites_failed": {"s": "Traceback\n  ...\nValueError: bad"}, "sites_timed_out": []},
+      {"sites_failed": [], "sites_timed_out": ["s"]}], "s failed in all 2 rounds (1 timed out): ValueError: bad"),
+    ([{"metrics": {}}], None),  # rounds recorded without their outcome
+])
+def test_failing_every_round_wording(rounds, line):
+    found = render.failing_every_round(rounds)
+    assert [render.failing_line(f) for f in found] == ([line] if line else [])
+
+
+# ---- shell: clear, version, expanded, pager ------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A StringIO that says it is a terminal (with no file descriptor: its size is $COLUMNS x $LINES)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def screen(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "12")
+
+
+def test_clear_clears_a_terminal_and_leaves_a_pipe_alone():
+    out = Terminal()
+    r = Runner(FakeSession(), out, io.StringIO())
+    assert r.run_line("clear") == OK and out.getvalue().startswith("\x1b[H\x1b[2J")
+    cleared: list[bool] = []
+    r.clear_screen = lambda: cleared.append(True)  # the REPL's own (prompt-toolkit's clear)
+    assert r.run_line("clear") == OK and cleared == [True]
+    r, out, err = _runner()
+    assert r.run_line("clear") == OK and out.getvalue() == "" and err.getvalue() == ""
+
+
+def test_version_is_the_installed_packages():
+    from importlib.metadata import version
+
+    r, out, err = _runner()
+    assert r.run_line("version") == OK and out.getvalue() == f"flshell {version('flshell')}\n"
+    r, out, err = _runner(fmt="json")
+    assert r.run_line("version") == OK and json.loads(out.getvalue()) == {"flshell": version("flshell")}
+
+
+def test_expanded_shows_one_field_per_line_on_off_or_when_a_table_is_too_wide():
+    r, out, err = _runner()
+    assert r.run_line("expanded on; sites") == OK, err.getvalue()
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert lines[0] == "expanded display on"
+    assert lines[1:9] == ["-[ RECORD 1 ]", "SITE │ site-1", "STATUS │ CONNECTED", "HEARTBEAT │ 0.4s ago",
+                          "JOBS │ 3f2a1b2c", "CPU │ 12%", "MEMORY │ 2.0 GiB / 8.0 GiB", "GPUS │ 1"]
+    assert "-[ RECORD 2 ]" in lines and "SITE │ site-2" in lines
+    # `x` (or psql's `\x`) toggles; auto: only what does not fit 80 columns
+    r, out, err = _runner()
+    assert r.run_line("x; x; sites") == OK and "RECORD" not in out.getvalue().split("expanded display off")[1]
+    r, out, err = _runner()
+    assert r.run_line("expanded auto; sites; gpu") == OK, err.getvalue()
+    sites_part, gpu_part = out.getvalue().split("expanded display auto\n")[1].split("-[ RECORD 1 ]\n", 1)
+    assert sites_part.split()[:3] == ["SITE", "STATUS", "HEARTBEAT"]  # it fits 80 columns: a table
+    assert max(map(len, sites_part.splitlines())) <= 80
+    gpu_lines = [" ".join(line.split()) for line in gpu_part.splitlines()]  # too wide: records
+    assert gpu_lines[:4] == ["SITE │ site-1", "GPU │ 0", "NAME │ NVIDIA H100", "UTIL │ 71%"]
+    assert "-[ RECORD 2 ]" in gpu_lines
+    # show_job: its fields stay a list, its rounds table becomes records
+    r, out, err = _runner()
+    assert r.run_line("expanded on; show_job 77aa") == OK
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert "status COMPLETED" in lines
+    assert lines[lines.index("-[ RECORD 2 ]"):][1:5] == ["ROUND │ 2/2", "SECONDS │ 0.75", "SITES OK │ site-1",
+                                                        "FAILED │ site-2"]
+
+
+def _pager_into(path: Path) -> list[str]:
+    """A pager that copies what it is given into `path`."""
+    import sys
+
+    return [sys.executable, "-c", f"import sys; open({str(path)!r}, 'w').write(sys.stdin.read())"]
+
+
+def _many_jobs(n: int) -> FakeSession:
+    session = FakeSession()
+    for i in range(n):
+        job_id = f"{i:08x}-0000-4000-8000-000000000000"
+        session.jobs[job_id] = _job(job_id, "COMPLETED")
+    return session
+
+
+def test_the_pager_shows_output_taller_than_the_terminal_and_only_at_a_terminal(screen, tmp_path):
+    paged = tmp_path / "paged"
+    out = Terminal()
+    r = Runner(_many_jobs(20), out, io.StringIO(), interactive=True)
+    r.pager_command = _pager_into(paged)
+    assert r.run_line("list_jobs") == OK
+    assert out.getvalue() == "" and paged.read_text().count("COMPLETED") == 21  # 12 lines: paged
+    paged.unlink()
+    assert r.run_line("sites") == OK and not paged.exists() and "site-1" in out.getvalue()  # it fits
+    assert r.run_line("pager off; list_jobs") == OK and not paged.exists()
+    assert out.getvalue().count("COMPLETED") == 21 and "pager off" in out.getvalue()
+    assert r.run_line("pager; list_jobs") == OK and paged.exists()  # toggled back on
+
+    for runner in (Runner(_many_jobs(20), Terminal(), io.StringIO()),  # a script: never paged
+                   Runner(_many_jobs(20), io.StringIO(), io.StringIO(), interactive=True)):  # a pipe
+        paged.unlink(missing_ok=True)
+        runner.pager_command = _pager_into(paged)
+        assert runner.run_line("list_jobs") == OK and not paged.exists()
+        assert runner.out.getvalue().count("COMPLETED") == 21
+
+
+def test_a_pager_that_cannot_start_prints_instead(screen):
+    out = Terminal()
+    r = Runner(_many_jobs(20), out, io.StringIO(), interactive=True)
+    r.pager_command = ["/nonexistent/pager"]
+    assert r.run_line("list_jobs") == OK and out.getvalue().count("COMPLETED") == 21
+
+
+def test_the_pager_command_comes_from_the_environment():
+    from flshell.console.pager import pager_command
+
+    assert pager_command({"FLSHELL_PAGER": "most -s", "PAGER": "more"}) == ["most", "-s"]
+    assert pager_command({"PAGER": "more"}) == ["more"]
+    assert pager_command({"FLSHELL_PAGER": "", "PAGER": "more"}) is None  # empty: off
