@@ -66,7 +66,7 @@ class _FedAvgBase(Recipe):
 
 
 class FedAvgRecipe(_FedAvgBase):
-    """FedAvg for PyTorch. `initial_model` is an nn.Module (or None: sites start from their own).
+    """FedAvg for PyTorch. `initial_model` is an nn.Module: the model round 1 sends the sites.
 
     Its state_dict travels in the job folder in flshell's wire format (no pickle), so every
     dtype (bfloat16 included) arrives bit for bit. Sites always get torch tensors;
@@ -86,11 +86,10 @@ class FedAvgRecipe(_FedAvgBase):
         self.executors[0]["executor"]["args"]["params_exchange_format"] = "torch"
 
     def _persistor(self) -> dict | None:
-        if self.initial_model is None:
-            return None
         state = getattr(self.initial_model, "state_dict", None)
         if not callable(state):
-            raise ArgError("initial_model", "a torch nn.Module (or None)", repr(self.initial_model))
+            raise ArgError("initial_model", "a torch nn.Module (the model round 1 sends the sites)",
+                           repr(self.initial_model))
         from runtime.wire import encode_params
 
         self.add_custom_data("initial_model.flp", encode_params(dict(state())))
@@ -100,7 +99,7 @@ class FedAvgRecipe(_FedAvgBase):
 
 
 class NumpyFedAvgRecipe(_FedAvgBase):
-    """FedAvg for numpy params: `initial_model` is {name: array} (or None)."""
+    """FedAvg for numpy params: `initial_model` is {name: array}."""
 
     def __init__(self, name: str, min_clients: int, num_rounds: int, train_script: str,
                  initial_model: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -108,10 +107,9 @@ class NumpyFedAvgRecipe(_FedAvgBase):
         super().__init__(name, min_clients, num_rounds, train_script, **kwargs)
 
     def _persistor(self) -> dict | None:
-        if self.initial_model is None:
-            return None
-        if not isinstance(self.initial_model, dict):
-            raise ArgError("initial_model", "a dict of name -> numpy array", repr(self.initial_model))
+        if not isinstance(self.initial_model, dict) or not self.initial_model:
+            raise ArgError("initial_model", "a dict of name -> numpy array (the model round 1 sends "
+                           "the sites)", repr(self.initial_model))
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in self.initial_model.items()})
         self.add_custom_data("initial_model.npz", buf.getvalue())

@@ -74,6 +74,10 @@ class FedAvg(ModelController):
             raise ArgError("key_metric_mode", '"max" or "min"', key_metric_mode)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ArgError("timeout", "a positive number of seconds", timeout)
+        if persistor_id is None and initial_model is None:
+            raise ArgError("persistor_id", "the id of a persistor component (or initial_model: "
+                           "{name: values}); without either the sites would get an empty model",
+                           None)
         self.stop = parse_stop_cond(stop_cond) if stop_cond else None
         self.initial_params = params_from_json(initial_model, "initial_model") if initial_model else None
         self.num_rounds = num_rounds

@@ -34,6 +34,7 @@ import numpy as np
 from runtime.jobs.errors import ArgError, check_non_negative_number, check_positive_int
 from runtime.model import FLModel, MetaKey, ParamsType
 from runtime.workflows.aggregators import MetricsMean
+from runtime.workflows.exact_sum import OrderFreeSum
 from runtime.workflows.base import JobFailed, ModelController
 from runtime.workflows.persistors import params_from_json
 
@@ -55,9 +56,9 @@ class NewtonRaphsonAggregator:
         self.reset()
 
     def reset(self) -> None:
-        self.gradient = np.zeros(self.dim, dtype=np.float64)
-        self.hessian = np.zeros((self.dim, self.dim), dtype=np.float64)
-        self.total_weight = 0.0
+        self._gradient = OrderFreeSum((self.dim,))  # the same sums whatever the arrival order
+        self._hessian = OrderFreeSum((self.dim, self.dim))
+        self._weights: list[float] = []
         self._metrics = MetricsMean()
         self.count = 0
         self.sites: list[str] = []
@@ -78,12 +79,24 @@ class NewtonRaphsonAggregator:
             raise ValueError(f'{site} sent params["{HESSIAN}"] with shape {h.shape}, '
                              f"expected ({self.dim}, {self.dim})")
         w = self._weight_of(model, site)
-        self.gradient += g
-        self.hessian += h
+        self._gradient.add(g)
+        self._hessian.add(h)
         self._metrics.add(model.metrics, w)
-        self.total_weight += w
+        self._weights.append(w)
         self.count += 1
         self.sites.append(site)
+
+    @property
+    def gradient(self) -> np.ndarray:
+        return self._gradient.total()
+
+    @property
+    def hessian(self) -> np.ndarray:
+        return self._hessian.total()
+
+    @property
+    def total_weight(self) -> float:
+        return math.fsum(self._weights)
 
     def metrics(self) -> dict[str, float]:
         """The sites' metrics, averaged with weights n_k (metrics of sites with n_k = 0 drop out)."""

@@ -47,3 +47,24 @@ def test_bfloat16_params_are_averaged_and_stay_bfloat16():
     agg.accept(FLModel(params=b, meta={"site_name": "b"}))
     out = agg.result().params["w"]
     assert out.dtype == torch.bfloat16 and out.tolist() == [2.0, 3.0]
+
+
+def test_the_mean_of_tensors_is_the_same_bit_for_bit_whatever_the_arrival_order():
+    import random
+
+    g = torch.Generator().manual_seed(5)
+    results = [((torch.randn(513, generator=g) * 10.0 ** torch.randint(-6, 4, (513,), generator=g))
+                .float(), w) for w, _ in zip([1, 3, 7, 0.5, 2.25, 11, 4, 9], range(8))]
+    rng = random.Random(2)
+    seen = set()
+    for _ in range(30):
+        order = list(range(len(results)))
+        rng.shuffle(order)
+        agg = WeightedAggregator()
+        for i in order:
+            x, w = results[i]
+            agg.accept(FLModel(params={"p": x}, meta={"NUM_STEPS_CURRENT_ROUND": w}))
+        p = agg.result().params["p"]
+        assert p.dtype == torch.float32
+        seen.add(p.numpy().tobytes())
+    assert len(seen) == 1
