@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from runtime.model import FLModel, MetaKey, ParamsType
-from runtime.workflows.exact_sum import order_free_sum
+from runtime.workflows.exact_sum import TorchOrderFreeSum, order_free_sum
 
 
 def _is_torch(value: Any) -> bool:
@@ -120,14 +120,14 @@ class WeightedAggregator:
                 raise ValueError("the sum of weights is 0: every site reported 0 steps")
             params = {}
             for key, acc in self._sums.items():
-                mean = acc.mean(total)
                 dtype = self._dtypes[key]
-                if _is_torch(mean):
+                if isinstance(acc, TorchOrderFreeSum):
+                    mean = acc.mean(total)
                     params[key] = mean.round().to(dtype) if not dtype.is_floating_point else mean.to(dtype)
                 elif np.dtype(dtype).kind in "iub":
-                    params[key] = np.rint(mean).astype(dtype)
+                    params[key] = np.rint(acc.mean(total)).astype(dtype)
                 else:
-                    params[key] = mean.astype(dtype, copy=False)
+                    params[key] = acc.mean(total, dtype)  # written in blocks: no float64 copy
         metrics = self._metrics.result()
         return FLModel(params=params, params_type=self._params_type, metrics=metrics,
                        meta={"num_sites": self.count, "total_weight": total})

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-BLOCK = 1 << 16  # elements per step: the temporaries stay in cache
+BLOCK = 65536  # elements per step: the temporaries stay in cache
 
 
 class OrderFreeSum:
@@ -52,23 +52,32 @@ class OrderFreeSum:
             np.add(lo[i:j], b, out=lo[i:j])
             h[...] = t
 
-    def _canonical(self) -> tuple[np.ndarray, np.ndarray]:
-        """(hi, lo) with hi = the exact sum rounded to float64 and lo the remainder."""
-        hi = self.hi + self.lo
-        lo = self.lo - (hi - self.hi)
-        return hi, lo
+    def _each_block(self, out: np.ndarray, finish) -> np.ndarray:
+        """`out` filled block by block with finish(hi, lo, t, b), from the canonical pair: hi =
+        the exact sum rounded to float64, lo = the remainder (a function of the terms only)."""
+        hi, lo, o = self.hi.reshape(-1), self.lo.reshape(-1), out.reshape(-1)
+        for i in range(0, hi.size, BLOCK):
+            j = min(i + BLOCK, hi.size)
+            n = j - i
+            t, b = self._t[:n], self._b[:n]
+            np.add(hi[i:j], lo[i:j], out=t)    # t = fl(hi + lo)
+            np.subtract(t, hi[i:j], out=b)
+            np.subtract(lo[i:j], b, out=b)     # b = lo - (t - hi): exact (|hi| >= |lo|)
+            o[i:j] = finish(t, b)
+        return out
 
     def total(self) -> np.ndarray:
         """The sum, rounded once to float64."""
-        return self._canonical()[0]
+        return self._each_block(np.empty(self.shape, dtype=np.float64), lambda t, b: t)
 
-    def mean(self, weight: float) -> np.ndarray:
-        """The sum divided by `weight`, in float64."""
-        hi, lo = self._canonical()
-        hi /= weight
-        lo /= weight
-        hi += lo
-        return hi
+    def mean(self, weight: float, dtype: np.dtype | type = np.float64) -> np.ndarray:
+        """The sum divided by `weight`, as `dtype` (a float dtype)."""
+        def finish(t: np.ndarray, b: np.ndarray) -> np.ndarray:
+            np.divide(t, weight, out=t)
+            np.divide(b, weight, out=b)
+            return np.add(t, b, out=t)
+
+        return self._each_block(np.empty(self.shape, dtype=dtype), finish)
 
 
 class TorchOrderFreeSum:
