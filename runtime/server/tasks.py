@@ -100,19 +100,31 @@ class TaskGroup:
         with self._cond:
             self._cond.notify_all()
 
-    def wait(self, min_responses: int, abort: threading.Event | None = None) -> GroupOutcome:
+    def wait(self, min_responses: int, abort: threading.Event | None = None,
+             wait_after_min: float | None = None) -> GroupOutcome:
         """Block until every target answered, or `min_responses` became unreachable, or the
-        timeout passed, or `abort` was set. Raises TaskGroupError when fewer than
+        timeout passed, or `abort` was set. Once `min_responses` sites succeeded, the group
+        stops waiting for sites that are no longer CONNECTED (STALE: their heartbeats stopped)
+        and, with `wait_after_min`, for anyone after that many more seconds; those sites are
+        reported failed with the reason. Raises TaskGroupError when fewer than
         `min_responses` sites succeeded."""
         deadline = None if self.timeout is None else self._started + self.timeout
         timed_out = False
+        enough_at: float | None = None
+        left_behind: dict[str, str] = {}
         with self._cond:
             while self._pending:
                 if abort is not None and abort.is_set():
                     break
                 if len(self.outcome.ok_sites) + len(self._pending) < min_responses:
                     break  # even if every pending site succeeds, it is not enough
-                remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                now = time.monotonic()
+                if len(self.outcome.ok_sites) >= max(min_responses, 1):
+                    enough_at = enough_at if enough_at is not None else now
+                    left_behind = self._not_worth_waiting_for(now - enough_at, wait_after_min)
+                    if left_behind:
+                        break
+                remaining = 0.5 if deadline is None else min(0.5, deadline - now)
                 if remaining <= 0:
                     timed_out = True
                     break
@@ -121,7 +133,9 @@ class TaskGroup:
             self._pending.clear()
         for task_id, site in leftover.items():
             self._engine.cancel_task(task_id)
-            if timed_out:
+            if site in left_behind:
+                self.outcome.failed[site] = left_behind[site]
+            elif timed_out:
                 self.outcome.timed_out.append(site)
             else:
                 self.outcome.cancelled.append(site)
@@ -135,6 +149,22 @@ class TaskGroup:
         if len(self.outcome.ok_sites) < min_responses:
             raise TaskGroupError(self._shortfall(min_responses), self._bad_sites())
         return self.outcome
+
+    def _not_worth_waiting_for(self, since_enough: float,
+                               wait_after_min: float | None) -> dict[str, str]:
+        """(enough results are in) The pending sites to stop waiting for, with why: all of
+        them once `wait_after_min` has passed or when none of them is CONNECTED; else none."""
+        pending = sorted(set(self._pending.values()))
+        ok = len(self.outcome.ok_sites)
+        if wait_after_min is not None and since_enough >= wait_after_min:
+            why = (f"no result {wait_after_min:g}s after {ok} sites (enough) had answered: the "
+                   "round went on without it (wait_time_after_min_received)")
+            return {s: why for s in pending}
+        statuses = {rec.name: rec.status for rec in self._engine.sites.get_many(set(pending))}
+        if any(statuses.get(s) == "CONNECTED" for s in pending):
+            return {}
+        return {s: (f"{s} is {statuses.get(s, 'gone')} (its heartbeats stopped) and {ok} sites "
+                    "had answered, enough for the round: it went on without it") for s in pending}
 
     def _bad_sites(self) -> list[str]:
         return sorted(self.outcome.failed) + sorted(self.outcome.timed_out)

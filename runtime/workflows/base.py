@@ -84,12 +84,15 @@ class ModelController:
         min_responses: int | None = None,
         timeout: float | None = None,
         callback: Callable[[FLModel], None] | None = None,
+        wait_after_min: float | None = None,
     ) -> list[FLModel]:
         """Send `data` as task `task_name` to `targets` (default: every ready site) and wait.
 
         Returns the sites' result models (`meta["site_name"]` says whose). With `callback`,
         each result is handed to it as it arrives and not kept, and an empty list is returned.
         Raises JobFailed when fewer than `min_responses` (default: all targets) succeed.
+        Once `min_responses` succeeded, the round stops waiting for sites whose heartbeats
+        stopped (STALE), and with `wait_after_min`, for any site after that many more seconds.
         """
         targets = list(targets) if targets is not None else self.sites
         unknown = [t for t in targets if t not in self.ctx.sites]
@@ -123,7 +126,7 @@ class ModelController:
         self.ctx.current_group = group
         group.dispatch()
         try:
-            outcome = group.wait(need, self.ctx.abort_event)
+            outcome = group.wait(need, self.ctx.abort_event, wait_after_min)
         except TaskGroupError as e:
             details = {s: group.outcome.failed.get(s, "timed out") for s in e.sites}
             raise JobFailed(str(e), sites=e.sites, details=details) from None

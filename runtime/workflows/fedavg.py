@@ -39,6 +39,9 @@ class FedAvg(ModelController):
         key_metric: metric whose best value selects the model saved as best_global_model.
         key_metric_mode: "max" (default) or "min".
         timeout: seconds a round waits for results (default: no limit).
+        wait_time_after_min_received: once min_clients results are in, seconds to wait for the
+            others before the round goes on without them (default: wait for every site that
+            is still CONNECTED; a site whose heartbeats stopped, STALE, is not waited for).
         server_expected_format: "numpy" keeps the global model as numpy arrays whatever the
             sites send (a server without torch), "torch" as tensors; null keeps what comes.
     """
@@ -56,6 +59,7 @@ class FedAvg(ModelController):
         key_metric: str | None = None,
         key_metric_mode: str = "max",
         timeout: float | None = None,
+        wait_time_after_min_received: float | None = None,
         seed: int = 0,
         server_expected_format: str | None = None,
     ) -> None:
@@ -74,6 +78,10 @@ class FedAvg(ModelController):
             raise ArgError("key_metric_mode", '"max" or "min"', key_metric_mode)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ArgError("timeout", "a positive number of seconds", timeout)
+        w = wait_time_after_min_received
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0):
+            raise ArgError("wait_time_after_min_received", "a number of seconds >= 0", w)
+        self.wait_after_min = w
         if persistor_id is None and initial_model is None:
             raise ArgError("persistor_id", "the id of a persistor component (or initial_model: "
                            "{name: values}); without either the sites would get an empty model",
@@ -113,7 +121,7 @@ class FedAvg(ModelController):
             aggregator.reset()
             self.send_model_and_wait(
                 self.task_name, model, targets, min_responses=need, timeout=self.timeout,
-                callback=_taking(aggregator),
+                callback=_taking(aggregator), wait_after_min=self.wait_after_min,
             )
             agg = aggregator.result()
             metrics = agg.metrics or {}

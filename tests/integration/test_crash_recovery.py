@@ -107,3 +107,35 @@ def test_a_restarted_site_rejoins_its_running_job(tmp_path, what):
             assert len(r["sites_ok"]) == len(set(r["sites_ok"])), r  # no site counted twice
         server_log = (fed.ws / "jobs" / job_id / "logs" / "server.log").read_text()
         assert "site-3 runs the job again" in server_log
+
+
+def test_a_frozen_site_holds_a_round_up_only_until_it_turns_stale(tmp_path):
+    """site-3's host freezes (agent and job process SIGSTOPped: no heartbeat, no answer, its
+    connections open). With min_clients=2 results in, each round goes on once site-3 is STALE
+    (3 heartbeats, 1.5 s here), not when it is LOST (--lost-after 30 s)."""
+    job = three_site_job(tmp_path, rounds=4)
+    with ProcFederation(tmp_path, heartbeat=0.5, lost_after=30) as fed:
+        fed.start_server()
+        for name in ("site-1", "site-2", "site-3"):
+            fed.start_client(name)
+        fed.wait_sites(3)
+        with fed.session() as s:
+            job_id = s.submit_job(job)
+        wait_until(lambda: len(rounds_of(fed, job_id)) >= 1, 60, "round 1")
+        proc = wait_until(lambda: fed.job_process("site-3", job_id), 30, "site-3's job process")
+        frozen = [fed.clients["site-3"].pid, proc.pid]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            with fed.session() as s:
+                final = s.wait_for_job(job_id, timeout=120)
+            rounds = rounds_of(fed, job_id)
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert final["status"] == "COMPLETED", final
+        later = [r for r in rounds if "site-3" not in r["sites_ok"]]
+        assert later and all(r["seconds"] < 15 for r in later), rounds  # LOST would take 30 s
+        assert all("site-3" in r["sites_failed"] for r in later), later
+        log = (fed.ws / "jobs" / job_id / "logs" / "server.log").read_text()
+        assert "site-3 is STALE (its heartbeats stopped)" in log

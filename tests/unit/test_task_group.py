@@ -119,3 +119,66 @@ def test_callback_error_fails_the_group(engine):
     g.dispatch()
     with pytest.raises(TaskGroupError, match="cannot aggregate"):
         g.wait(min_responses=1)
+
+
+HUNG = threading.Event()  # never set: a host that froze with the task
+
+
+def _two_answer_one_hangs(engine):
+    t = InProcTransport(engine)
+    for s in ("s1", "s2"):
+        _site(t, s, lambda m: FLModel(params={"w": m.params["w"] + 1}))
+    _site(t, "s3", lambda m: HUNG.wait(60) and None)  # takes the task, then neither answers nor polls
+    return TaskGroup(engine, "job", "train", FLModel(params={"w": np.zeros(2)}),
+                     ["s1", "s2", "s3"], timeout=30)
+
+
+def _when_two_answered(group):
+    deadline = time.monotonic() + 10
+    while len(group.outcome.ok_sites) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_round_with_enough_results_stops_waiting_for_a_stale_site(engine):
+    group = _two_answer_one_hangs(engine)
+    group.dispatch()
+    _when_two_answered(group)
+    rec = engine.sites.get("s3")
+    deadline = time.monotonic() + 5
+    while not engine.mark_site_silent("s3", "STALE", 15.0, rec.seen_seq):  # as the monitor would
+        assert time.monotonic() < deadline, "s3 should be out of its poll, hung in its task"
+        time.sleep(0.01)
+    start = time.monotonic()
+    out = group.wait(2)
+    assert time.monotonic() - start < 5  # not the group's 30 s timeout
+    assert sorted(out.ok_sites) == ["s1", "s2"] and "s3 is STALE" in out.failed["s3"]
+    assert "enough for the round" in out.failed["s3"]
+
+
+def test_a_stale_site_is_waited_for_while_it_is_needed(engine):
+    group = _two_answer_one_hangs(engine)
+    group.timeout = 1.0
+    group.dispatch()
+    _when_two_answered(group)
+    with pytest.raises(TaskGroupError, match="2 of 3 sites succeeded, 3 required"):
+        group.wait(3)
+
+
+def test_wait_after_min_ends_the_round_after_that_long(engine):
+    group = _two_answer_one_hangs(engine)
+    group.dispatch()
+    _when_two_answered(group)
+    start = time.monotonic()
+    out = group.wait(2, wait_after_min=0.3)
+    assert 0.25 <= time.monotonic() - start < 5
+    assert "no result 0.3s after 2 sites" in out.failed["s3"]
+
+
+def test_a_connected_silent_site_is_waited_for_until_the_timeout(engine):
+    group = _two_answer_one_hangs(engine)
+    group.timeout = 1.0
+    group.dispatch()
+    _when_two_answered(group)
+    out = group.wait(2)
+    assert out.timed_out == ["s3"] and out.seconds >= 1.0
