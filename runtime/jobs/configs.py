@@ -52,6 +52,8 @@ def read_json(root: Path, rel: str) -> Any:
         return json.loads(text, object_pairs_hook=_pairs)
     except json.JSONDecodeError as e:
         raise JobError(rel, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+    except RecursionError:
+        raise JobError(rel, None, "invalid JSON: arrays or objects nest too deeply") from None
     except _DuplicateKey as e:
         raise JobError(rel, None, f'invalid JSON: key "{e.args[0]}" appears twice in the same object')
 

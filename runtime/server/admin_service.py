@@ -95,6 +95,8 @@ def _object(text: str, what: str = "the request") -> dict[str, Any]:
         args = json.loads(text) if text else {}
     except ValueError as e:
         raise ValueError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{what} nests arrays or objects too deeply") from None
     if not isinstance(args, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(args).__name__}")
     return args
@@ -254,9 +256,11 @@ class AdminServicer:
     def ListJobs(self, request, context):
         def call(a: dict[str, Any]) -> Any:
             caller, _ = self._authorize(context, "list_jobs", ["view"], a, collection=True)
+            include_done = a.get("include_done", True)
+            if not isinstance(include_done, bool):
+                raise ValueError(f'"include_done" must be true or false, got {str(include_done)[:40]}')
             jobs = self.manager.list_jobs(name=a.get("name"), status=a.get("status"),
-                                          limit=a.get("limit"),
-                                          include_done=bool(a.get("include_done", True)))
+                                          limit=a.get("limit"), include_done=include_done)
             return {"jobs": [j for j in jobs if self.authz.visible(caller, j)]}
         return self._json_call(request, context, call)
 
@@ -342,9 +346,11 @@ class AdminServicer:
             if action == "remove_client" or target == "client":
                 # own_org: every site it touches must be of the caller's org (its certificate's)
                 named = sites or [s["name"] for s in self.manager.list_sites()]
-                for site in named or [None]:
-                    org = self._site_org(site) if site else None
-                    self.authz.check(caller, command, ["operate"], site=site, site_org=org)
+                if named:  # all of them or none: one verdict, one audit line
+                    self.authz.check_sites(caller, command, "operate",
+                                           {site: self._site_org(site) for site in named})
+                else:
+                    self.authz.check(caller, command, ["operate"], site=None, site_org=None)
             else:  # the server itself: a condition on an org cannot hold, only "any" does
                 self.authz.check(caller, command, ["operate"], site_org="")
             return self.manager.operate(str(action), target, sites, by=caller.user)

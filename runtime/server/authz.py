@@ -166,6 +166,27 @@ class Authorizer:
             self.audit.command(caller, command, "allowed", "; ".join(reasons), job=job, **extra)
         return "; ".join(reasons)
 
+    def check_sites(self, caller: Caller, command: str, right: str,
+                    site_orgs: dict[str, str]) -> None:
+        """One command on several sites: every site checked first, then ONE audit line, denied
+        (naming the sites refused; nothing is done to any of them) or allowed; Denied raised."""
+        refused = {}
+        for site, org in site_orgs.items():
+            ok, reason = self.allowed(caller, right, site_org=org)
+            if not ok:
+                refused[site] = reason
+        sites = sorted(site_orgs)
+        if refused:
+            reason = "; ".join(f"{s}: {r}" for s, r in sorted(refused.items()))
+            if self.audit is not None:
+                self.audit.command(caller, command, "denied", reason, sites=sites,
+                                   denied_sites=sorted(refused))
+            log.warning(f"denied {command} to {caller.describe()}: {reason}")
+            raise Denied(f"{command} refused (nothing was done): {reason}")
+        if self.audit is not None:
+            self.audit.command(caller, command, "allowed", f"{caller.role or 'admin'} may {right}",
+                               sites=sites)
+
     def allowed(self, caller: Caller, right: str, *, job_owner: str | None = None,
                 job_owner_org: str | None = None, collection: bool = False,
                 site_org: str | None = None) -> tuple[bool, str]:

@@ -158,6 +158,16 @@ class ServerEngine:
             self._seen([sender])
         self._finish_task(result)
 
+    def expect_result(self, task_id: str, site: str) -> None:
+        with self._lock:
+            pending = self._tasks.get(task_id)
+        if pending is None:
+            raise TransportError(f"task {task_id[:64]} is not expected (unknown, finished, timed "
+                                 f"out or cancelled); result from {site[:128]} refused")
+        if pending.site != site:
+            raise TransportError(f"task {task_id[:64]} was assigned to {pending.site}, not "
+                                 f"{site[:128]}")
+
     def _finish_task(self, result: TaskResult) -> None:
         """Match `result` to its pending task and hand it on (a site's or one made here)."""
         with self._lock:

@@ -188,16 +188,24 @@ def _to_json(value: Any, what: str) -> str:
         raise ValueError(f"{what} must be JSON-compatible: {e}") from None
 
 
-def _check_status(status: str) -> str:
-    if status not in TRANSITIONS:
-        raise ValueError(f"unknown job status {status!r}; expected one of {', '.join(ALL_STATUSES)}")
+def _check_status(status: Any) -> str:
+    if not isinstance(status, str) or status not in TRANSITIONS:
+        raise ValueError(f"unknown job status {_short(status)}; expected one of {', '.join(ALL_STATUSES)}")
     return status
 
 
-def _check_int(value: Any, what: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+MAX_INT = 2**63 - 1  # what SQLite stores
+
+
+def _check_int(value: Any, what: str, minimum: int, maximum: int = MAX_INT) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise ValueError(f"{what} must be an integer from {minimum} to {maximum}, got {_short(value)}")
     return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_sites(sites: Any) -> list[str]:
@@ -421,9 +429,13 @@ class JobStore:
         where: list[str] = []
         params: list[Any] = []
         if name is not None:
+            if not isinstance(name, str):
+                raise ValueError(f"name must be a job name (text), got {_short(name)}")
             where.append("name = ?")
             params.append(name)
         if status is not None:
+            if not isinstance(status, (str, list, tuple, set, frozenset)):
+                raise ValueError(f"status must be a status or a list of them, got {_short(status)}")
             wanted = [status] if isinstance(status, str) else list(status)
             for s in wanted:
                 _check_status(s)

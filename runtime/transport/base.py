@@ -108,6 +108,10 @@ class FLHandler(Protocol):
 
     def submit_result(self, result: TaskResult) -> None: ...
 
+    def expect_result(self, task_id: str, site: str) -> None:
+        """TransportError unless `site` owes a result for `task_id` (checked before a result's
+        model is read: nobody uploads a model for a task that is not theirs)."""
+
     def report_job(self, site: str, job_id: str, state: str, detail: str | None = None) -> None: ...
 
     def log_metrics(self, site: str, job_id: str, records: list[dict[str, Any]]) -> None: ...

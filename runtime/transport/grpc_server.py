@@ -59,7 +59,9 @@ def _json(text: str, what: str) -> Any:
     try:
         return json.loads(text) if text else {}
     except ValueError as e:
-        raise TransportError(f"{what} is not valid JSON: {e}") from None
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{what} nests arrays or objects too deeply") from None
 
 
 class FLServicer:
@@ -184,6 +186,8 @@ class FLServicer:
             if not isinstance(head, dict):
                 raise ValueError("the result header is not a JSON object")
             self._authorize(context, str(head.get("site")))
+            # whose task it is, before a byte of the model is read
+            self.handler.expect_result(str(head["task_id"]), str(head["site"]))
             model = None
             if head.get("has_model"):
                 asm = ModelAssembler(max_bytes=self.max_model_bytes)

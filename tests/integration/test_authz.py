@@ -239,3 +239,29 @@ def test_tail_log_takes_a_site_name_never_a_path(setup):
 
     with pytest.raises(BadArgument, match="not a site name"):
         list(s.tail_log(job, site="../../../audit"))  # would be <server workspace>/audit.log
+
+
+def test_a_command_on_several_sites_is_refused_whole_with_one_audit_line(setup):
+    """orgadmin@org-a may operate org-a's sites only; `shutdown client` over every site (site-1
+    of org-a, site-2 of org-b) is refused as one command: nothing is sent to site-1 either, and
+    the audit log says denied once, naming site-2, not denied / allowed / denied."""
+    prod, server = setup["prod"], setup["server"]
+    site2 = GrpcSiteTransport(server.fl_address, credentials=kit_credentials(prod / "site-2"))
+    site1 = GrpcSiteTransport(server.fl_address, credentials=kit_credentials(prod / "site-1"))
+    audit_file = setup["root"] / "server" / "audit.log"
+    try:
+        site2.register("site-2", {})
+        while site1.poll("site-1", 0) is not None:  # what earlier tests sent site-1
+            pass
+        seen = len(audit_file.read_text().splitlines())
+        with pytest.raises(Denied, match="nothing was done.*site-2: org_admin cannot operate"):
+            setup["sessions"]["org_admin"].operate("shutdown", "client")
+        assert site1.poll("site-1", 0.2) is None  # no shutdown was queued for site-1
+        new = [json.loads(line) for line in audit_file.read_text().splitlines()[seen:]]
+        lines = [a for a in new if a["command"] == "shutdown client"]
+        assert [(a["verdict"], a["denied_sites"], a["sites"]) for a in lines] == \
+            [("denied", ["site-2"], ["site-1", "site-2"])]
+    finally:
+        setup["server"].engine.remove_site("site-2")
+        site1.close()
+        site2.close()

@@ -224,3 +224,16 @@ def test_refusals_leave_the_server_usable(server):
     assert [j["job_id"] for j in server.session.list_jobs()] == [job_id]
     assert list(server.staging.iterdir()) == []
     assert _named(server.root, "x") == []
+
+
+def test_a_meta_json_nested_100000_deep_is_an_invalid_job_naming_the_file(server):
+    from runtime.admin import InvalidJob
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in _hello_entries():
+            zf.writestr(info, b"[" * 100_000 + b"]" * 100_000 if info.filename.endswith("meta.json")
+                        else data)
+    with pytest.raises(InvalidJob, match="meta.json.*nest too deeply"):
+        server.session.submit_archive(buf.getvalue())
+    assert server.session.list_jobs() == []  # nothing stored
