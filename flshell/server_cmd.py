@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.USAGE
     setup_logging(Path(cfg.workspace) / "log.txt")
-    server = ServerProcess(cfg, kit=kit, policy=policy)
+    server = ServerProcess(cfg, kit=kit, policy=policy, tap_core_log=True)
     try:
         server.start()
     except (OSError, RuntimeError) as e:

@@ -78,11 +78,16 @@ class ServerConfig:
 
 
 class ServerProcess:
-    def __init__(self, config: ServerConfig, kit: Any = None, policy: Any = None) -> None:
+    def __init__(self, config: ServerConfig, kit: Any = None, policy: Any = None,
+                 tap_core_log: bool = False) -> None:
         """`kit`: a verified server startup kit (provisioning.Kit): mutual TLS on both ports,
         only the project's sites and admins (its fed_server.json) let in. `policy`: the
         authorization policy (provisioning.policy.Policy) of the admin port; with a kit and no
-        policy, provisioning's default one."""
+        policy, provisioning's default one. `tap_core_log` (a process of its own, `flshell
+        server`): TLS handshakes gRPC's core refuses go to the log and the audit log too
+        (runtime.server.core_log; it takes over this process's stderr)."""
+        self.tap_core_log = tap_core_log
+        self._core_tap: Any = None
         self.config = config
         self.kit = kit
         self.policy = policy
@@ -109,6 +114,10 @@ class ServerProcess:
         self.manager = JobManager(self.engine, max_jobs=c.max_jobs, ready_timeout=c.ready_timeout)
         self.audit = AuditLog(self.workspace / AUDIT_FILE)
         self.audit.follow_jobs(self.engine.events)
+        if self.tap_core_log and self.kit is not None:
+            from runtime.server.core_log import CoreLogTap
+
+            self._core_tap = CoreLogTap(self._handshake_refused).start()
         kit = self.kit
         tls: dict[str, Any] = {}
         admin_tls: dict[str, Any] = {}
@@ -135,6 +144,13 @@ class ServerProcess:
             "fl_address": self.fl_server.address, "admin_address": self.admin_server.address,
             "config": asdict(c), "secure": self.kit is not None}, indent=2))
         return self
+
+    def _handshake_refused(self, reason: str) -> None:
+        log.warning(f"refused a TLS handshake: {reason} (gRPC does not say which peer)")
+        audit = self.audit
+        if audit is not None:
+            audit.write(user="?", command="tls_handshake", verdict="refused", reason=reason,
+                        peer="unknown (gRPC's core does not report it)")
 
     @property
     def fl_address(self) -> str:
@@ -166,6 +182,9 @@ class ServerProcess:
         if self.manager is not None:
             self.manager.stop()
             self.manager.store.close()
+        if self._core_tap is not None:
+            self._core_tap.stop()
+            self._core_tap = None
         if self.audit is not None:
             self.audit.close()
             self.audit = None
