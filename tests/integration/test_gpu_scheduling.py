@@ -153,8 +153,9 @@ def test_a_killed_job_process_frees_its_gpu_for_the_waiting_job(fed):
     assert fed.report(waiting)["CUDA_VISIBLE_DEVICES"] == "0"
     fed.release(waiting)
     assert fed.wait_status(waiting, *FINAL)["status"] == "COMPLETED"
-    site_log = (fed.tmp / "site-1" / "log.txt").read_text()
-    assert f"job {crashing} freed GPU(s) 0" in site_log
+    site_log = fed.tmp / "site-1" / "log.txt"  # the agent writes its log in batches
+    wait_for(lambda: site_log.is_file() and f"job {crashing} freed GPU(s) 0" in site_log.read_text(),
+             30, "the site's log to say the crashed job's GPU was freed")
 
 
 def test_a_job_needing_gpus_waits_at_a_site_without_any_and_holds_up_no_other_job(fed):
