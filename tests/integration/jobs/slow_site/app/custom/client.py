@@ -1,6 +1,7 @@
 """hello-numpy's arithmetic (site-k adds k each round), except that the site named by
---slow-site ("all": every site) stalls in the first round: it writes `stalled` into its working
-folder (the job's folder on the site), then sleeps --sleep seconds. Tests kill or abort it there."""
+--slow-site ("all": every site) stalls in the first round: it writes `stalled` into the job's
+folder on the site (system_info()["workspace"]; never the working folder, which for an
+in-process site is the caller's), then sleeps --sleep seconds. Tests kill or abort it there."""
 
 import argparse
 import re
@@ -22,7 +23,7 @@ k = int(re.search(r"(\d+)$", site).group(1))
 while flare.is_running():
     model = flare.receive()
     if model.current_round == 0 and args.slow_site in (site, "all"):
-        Path("stalled").write_text(f"{site}\n")
+        Path(flare.system_info()["workspace"], "stalled").write_text(f"{site}\n")
         print(f"{site}: stalling {args.sleep:g}s in round 1", flush=True)
         time.sleep(args.sleep)
     weights = np.asarray(model.params["weights"], dtype=np.float64)
