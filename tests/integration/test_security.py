@@ -329,7 +329,7 @@ def test_s4_calls_past_the_bound_get_resource_exhausted_and_stalled_uploads_are_
             poll = ch.unary_stream(f"/{FL_SERVICE}/Poll")
             req = fl_pb2.PollRequest(sites=["a"], timeout=1.5).SerializeToString()
             held = [poll(req, timeout=10) for _ in range(4)]  # every worker in a long poll
-            time.sleep(0.3)
+            wait_for(lambda: engine.sites.get("a").polls_in_flight == 4, "4 polls in flight", 10, 0.01)
             assert call_raw(ch, FL_SERVICE, "Heartbeat",
                             fl_pb2.SiteRequest(site="a", json="{}").SerializeToString()) \
                 == C.RESOURCE_EXHAUSTED
