@@ -20,6 +20,7 @@ import pytest
 from provisioning import load_kit, load_policy
 from runtime.admin import AdminError, Denied, Session
 from runtime.proto import admin_pb2
+from runtime.transport.base import SiteCommand
 from runtime.transport.grpc_client import GrpcSiteTransport
 from tests.integration.conftest import run_flshell
 from tests.integration.secure_fed import (ADMIN_SERVICE, ADMINS, HELLO, kit_credentials, make_prod,
@@ -251,12 +252,14 @@ def test_a_command_on_several_sites_is_refused_whole_with_one_audit_line(setup):
     audit_file = setup["root"] / "server" / "audit.log"
     try:
         site2.register("site-2", {})
-        while site1.poll("site-1", 0) is not None:  # what earlier tests sent site-1
-            pass
         seen = len(audit_file.read_text().splitlines())
         with pytest.raises(Denied, match="nothing was done.*site-2: org_admin cannot operate"):
             setup["sessions"]["org_admin"].operate("shutdown", "client")
-        assert site1.poll("site-1", 0.2) is None  # no shutdown was queued for site-1
+        # what site-1 was sent: earlier tests' jobs and commands, but no shutdown
+        sent = []
+        while (msg := site1.poll("site-1", 0.2)) is not None:
+            sent.append(msg)
+        assert SiteCommand("shutdown") not in sent, sent
         new = [json.loads(line) for line in audit_file.read_text().splitlines()[seen:]]
         lines = [a for a in new if a["command"] == "shutdown client"]
         assert [(a["verdict"], a["denied_sites"], a["sites"]) for a in lines] == \

@@ -312,7 +312,7 @@ def test_rounds_and_idempotent_rerecord(store):
 def test_record_round_checks(store):
     job_id = store.submit(HELLO, "a@org")
     run_to(store, job_id)
-    with pytest.raises(ValueError, match="round must be an integer >= 0"):
+    with pytest.raises(ValueError, match="round must be an integer from 0 to"):
         store.record_round(job_id, -1, 5, {})
     with pytest.raises(ValueError, match="total_rounds"):
         store.record_round(job_id, 0, 0, {})
