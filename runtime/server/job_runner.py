@@ -407,6 +407,7 @@ class JobRunner:
     def _set_status(self, status: str, reason: str | None = None) -> None:
         self.status = status
         self.reason = reason
+        self._write_status()  # first: whoever sees the new status in the store finds its details
         if self.on_status is not None:
             try:
                 self.on_status(self, status, reason)
@@ -417,7 +418,6 @@ class JobRunner:
             "job_status", job_id=self.job_id, name=self.job.name, status=status, reason=reason,
             sites=self.failed_sites or None,
         )
-        self._write_status()
 
     def _write_status(self) -> None:
         if self.workspace is not None:

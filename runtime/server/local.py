@@ -70,7 +70,8 @@ class LocalFederation:
         self._transport = InProcTransport(self.engine)
         self._sink = LogSink(interval=0.5)
         for name in self.site_names:
-            self.agents.append(self._start_agent(name))
+            self.agents.append(self._new_agent(name))
+            self.agents[-1].start(heartbeats=True)
         self.manager.start()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # registered: jobs can be placed at once
@@ -80,8 +81,9 @@ class LocalFederation:
         self._ready.set()
         return self
 
-    def _start_agent(self, name: str) -> Any:
-        """A site agent on the in-process transport, registering and heartbeating on its threads."""
+    def _new_agent(self, name: str) -> Any:
+        """A site agent on the in-process transport (`start(heartbeats=True)` it once it is in
+        `agents`: whoever sees it register finds it there)."""
         from runtime.client.agent import SiteAgent
         from runtime.client.apps import DownloadedApps
 
@@ -89,7 +91,6 @@ class LocalFederation:
         agent = SiteAgent(name, self._transport, DownloadedApps(self._transport, name, ws), ws,
                           self._sink, info={"local": True}, poll_timeout=1.0)
         agent.on_command = lambda action: self._site_command(agent, action)
-        agent.start(heartbeats=True)
         return agent
 
     def _site_command(self, agent: Any, action: str) -> None:
@@ -112,7 +113,8 @@ class LocalFederation:
             if action != "restart" or self._stopping:
                 del self.agents[index]
                 return
-            self.agents[index] = self._start_agent(agent.name)
+            self.agents[index] = fresh = self._new_agent(agent.name)
+            fresh.start(heartbeats=True)
 
     def start_in_background(self) -> threading.Thread:
         """Start on a thread (the console's prompt need not wait); `wait_ready()` joins it."""
