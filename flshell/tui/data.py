@@ -270,9 +270,15 @@ class ScriptedSource:
                 self._feeds.remove(feed)
 
     def push(self, *events: Event) -> None:
-        """Deliver events to every open watch, in order."""
+        """Deliver events to every open watch, in order; a heartbeat also updates its site's
+        info, as the server's registry does, so a later snapshot does not contradict it."""
         with self._lock:
             feeds = list(self._feeds)
+            by_name = {s.get("name"): s for s in self.sites}
+            for event in events:
+                site = by_name.get(event.get("site")) if event.type == "heartbeat" else None
+                if site is not None:
+                    site["info"] = {**(site.get("info") or {}), **(event.get("info") or {})}
         for feed in feeds:
             for event in events:
                 feed._q.put(event)
