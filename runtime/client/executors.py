@@ -18,6 +18,7 @@ from runtime.client.session import Done, ScriptFailed, ScriptSession
 from runtime.jobs import App, custom_imports
 from runtime.jobs.errors import ArgError
 from runtime.model import FLModel
+from runtime.wire.convert import convert_params
 
 
 @dataclass
@@ -87,17 +88,6 @@ def run_script(path: Path) -> None:
         "__doc__": None,
     }
     exec(code, namespace)
-
-
-def convert_params(model: FLModel, fmt: str) -> FLModel:
-    """The same model with its params as numpy arrays or torch tensors."""
-    if not model.params:
-        return model
-    from runtime.wire import params_to_numpy, params_to_torch
-
-    model.params = params_to_torch(model.params) if fmt == "torch" else \
-        params_to_numpy(model.params, bfloat16="auto")
-    return model
 
 
 def _user_traceback(e: BaseException, script: Path) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.model import FLModel, ParamsType
-from runtime.server.job_workspace import atomic_write_text, load_params_npz
+from runtime.server.job_workspace import atomic_write_text
+from runtime.wire.npz import load_params_npz
 
 LATEST = "latest"
 MODEL_FILES = ("global_model.npz", "global_model.pt", "global_model.json")

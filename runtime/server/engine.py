@@ -341,6 +341,10 @@ class ServerEngine:
         self.send(site, TaskAssignment(task_id, job_id, task_name, model, timeout))
         return task_id
 
+    def site_statuses(self, sites) -> dict[str, str]:
+        """The status of each of `sites` that is registered."""
+        return {rec.name: rec.status for rec in self.sites.get_many(set(sites))}
+
     def cancel_task(self, task_id: str) -> None:
         with self._lock:
             self._tasks.pop(task_id, None)

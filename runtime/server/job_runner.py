@@ -14,7 +14,7 @@ from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_import
 from runtime.model import FLModel
 from runtime.server.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from runtime.server.job_workspace import JobWorkspace
-from runtime.server.tasks import GroupOutcome, TaskGroup
+from runtime.workflows.tasks import GroupOutcome, TaskGroup
 from runtime.transport.base import JobStart, JobState
 
 if TYPE_CHECKING:

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runtime.model import FLModel
+from runtime.wire.npz import save_params_npz
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -23,30 +22,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """An array for saving: numpy as is, torch tensors moved to CPU numpy."""
-    if isinstance(value, np.ndarray):
-        return value
-    detach = getattr(value, "detach", None)
-    if callable(detach):  # torch tensor; bfloat16 has no numpy dtype, widen it to float32
-        t = detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
-            t = t.float()
-        return t.numpy()
-    return np.asarray(value)
-
-
-def save_params_npz(path: Path, params: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **{k: to_numpy(v) for k, v in params.items()})
-    os.replace(tmp, path)
-
-
-def load_params_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 class JobWorkspace:

@@ -103,3 +103,12 @@ def params_to_torch(params: dict[str, Any], copy: bool = False) -> dict[str, Any
             raise WireError(f"{_q(name)}: {type(v).__name__} of dtype {arr.dtype} has no torch "
                             f"equivalent ({e})") from None
     return out
+
+
+def convert_params(model: Any, fmt: str) -> Any:
+    """The same FLModel with its params as numpy arrays ("numpy") or torch tensors ("torch")."""
+    if not model.params:
+        return model
+    model.params = params_to_torch(model.params) if fmt == "torch" else \
+        params_to_numpy(model.params, bfloat16="auto")
+    return model

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from runtime.model import FLModel, ParamsType
-from runtime.server.tasks import TaskGroup, TaskGroupError
 from runtime.transport.base import TaskResult
-
-if TYPE_CHECKING:
-    from runtime.server.job_runner import JobContext
+from runtime.workflows.context import ControllerContext
+from runtime.workflows.tasks import TaskGroup, TaskGroupError
 
 
 class JobFailed(RuntimeError):
@@ -47,17 +45,17 @@ class ModelController:
     def __init__(self, persistor_id: str | None = None, seed: int = 0) -> None:
         self.persistor_id = persistor_id
         self.seed = seed
-        self._ctx: JobContext | None = None
+        self._ctx: ControllerContext | None = None
 
     # ---- wiring ------------------------------------------------------------------------------
 
-    def bind(self, ctx: "JobContext") -> None:
+    def bind(self, ctx: ControllerContext) -> None:
         self._ctx = ctx
         self.rng = random.Random(getattr(self, "seed", 0))
         self.logger = ctx.logger
 
     @property
-    def ctx(self) -> "JobContext":
+    def ctx(self) -> ControllerContext:
         if self._ctx is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to a job yet")
         return self._ctx
@@ -114,7 +112,7 @@ class ModelController:
             model.meta["site_name"] = result.site
             model.meta["client_name"] = result.site
             if fmt is not None and model.params:
-                from runtime.client.executors import convert_params
+                from runtime.wire.convert import convert_params
 
                 model = convert_params(model, fmt)
             return model

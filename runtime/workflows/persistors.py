@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.jobs.errors import ArgError
 from runtime.model import FLModel, ParamsType
-from runtime.server.job_workspace import load_params_npz, save_params_npz
+from runtime.wire.npz import load_params_npz
 
 
 def params_from_json(value: Any, arg: str) -> dict[str, np.ndarray]:

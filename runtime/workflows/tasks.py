@@ -1,4 +1,7 @@
-"""Task groups: one model sent to many sites, results matched by task id as they arrive."""
+"""Task groups: one model sent to many sites, results matched by task id as they arrive.
+
+Workflows import nothing from the server: a group talks to whatever dispatches tasks to sites
+through `TaskDispatcher` (the server's engine is one)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,23 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Iterable, Protocol
 
 from runtime.model import FLModel
 from runtime.transport.base import TaskResult
 
-if TYPE_CHECKING:
-    from runtime.server.engine import ServerEngine
+
+class TaskDispatcher(Protocol):
+    """What a task group needs of the server: queue a task for a site, stop waiting for one, and
+    each site's liveness (CONNECTED, STALE, LOST, DISCONNECTED)."""
+
+    def assign_task(self, job_id: str, site: str, task_name: str, model: FLModel,
+                    timeout: float | None, on_result: Callable[[TaskResult], None],
+                    task_id: str | None = None) -> str: ...
+
+    def cancel_task(self, task_id: str) -> None: ...
+
+    def site_statuses(self, sites: Iterable[str]) -> dict[str, str]: ...
 
 
 class TaskGroupError(RuntimeError):
@@ -44,7 +57,7 @@ class TaskGroup:
 
     def __init__(
         self,
-        engine: "ServerEngine",
+        engine: TaskDispatcher,
         job_id: str,
         task_name: str,
         model: FLModel,
@@ -160,7 +173,7 @@ class TaskGroup:
             why = (f"no result {wait_after_min:g}s after {ok} sites (enough) had answered: the "
                    "round went on without it (wait_time_after_min_received)")
             return {s: why for s in pending}
-        statuses = {rec.name: rec.status for rec in self._engine.sites.get_many(set(pending))}
+        statuses = self._engine.site_statuses(pending)
         if any(statuses.get(s) == "CONNECTED" for s in pending):
             return {}
         return {s: (f"{s} is {statuses.get(s, 'gone')} (its heartbeats stopped) and {ok} sites "

@@ -17,7 +17,7 @@ from runtime.model import FLModel
 from runtime.server.engine import ServerEngine
 from runtime.server.heartbeat import HeartbeatMonitor
 from runtime.server.sites import SiteStatus
-from runtime.server.tasks import TaskGroup, TaskGroupError
+from runtime.workflows.tasks import TaskGroup, TaskGroupError
 from runtime.transport import InProcTransport, JobEnd, JobState, TaskResult
 
 CONNECTED, STALE, LOST, DISCONNECTED = (

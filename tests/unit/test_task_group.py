@@ -10,7 +10,7 @@ import pytest
 
 from runtime.model import FLModel
 from runtime.server.engine import ServerEngine
-from runtime.server.tasks import TaskGroup, TaskGroupError
+from runtime.workflows.tasks import TaskGroup, TaskGroupError
 from runtime.transport import InProcTransport, TaskAssignment, TaskResult, TransportError
 
 
