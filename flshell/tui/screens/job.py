@@ -28,7 +28,9 @@ RELOAD_AT_MOST = 1.0  # seconds between two get_job calls for this screen
 
 class JobScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
-                Binding("tab", "next_log", "Next log", show=False)]
+                Binding("tab", "next_log", "Next log", show=False),
+                # End follows the log whatever has the focus (a table would take End for itself)
+                Binding("end", "follow_log", "Follow log", show=False, priority=True)]
 
     def __init__(self, job_id: str, log: str | None = None) -> None:
         super().__init__()
@@ -145,3 +147,6 @@ class JobScreen(Screen):
 
     def action_next_log(self) -> None:
         self.query_one(LogTail).next_source()
+
+    def action_follow_log(self) -> None:
+        self.query_one(LogTail).follow()
