@@ -195,7 +195,7 @@ def attached(args: argparse.Namespace):
         return
     local = None
     if address is None:
-        from runtime.server.local import LocalFederation
+        from runtime.federation import LocalFederation
 
         local = LocalFederation(args.local_workspace, n_sites=args.sites)
         try:

@@ -220,6 +220,14 @@ class JobRunner:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def detach(self) -> None:
+        """Stop recording this job anywhere (store, status file, round records): its server is
+        going away and the job is to resume where its last checkpoint left it."""
+        self.on_status = self.on_round = None
+        if self.ctx is not None:
+            self.ctx.on_round = None
+        self.workspace = None  # ctx.workspace stays: a round that completes now is checkpointed
+
     # ---- the job thread ----------------------------------------------------------------------
 
     def _run(self) -> None:

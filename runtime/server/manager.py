@@ -106,6 +106,15 @@ class JobManager:
     def wake(self) -> None:
         self._wake.set()
 
+    def detach_running(self) -> None:
+        """The runners of jobs still running let go of the store (they end with this process
+        or are left behind by an embedded federation that stops): those jobs stay RUNNING and
+        resume on the next start, instead of being recorded FAILED as their sites go."""
+        with self._lock:
+            runners = [r for r in self.runners.values() if not r.done]
+        for runner in runners:
+            runner.detach()
+
     # ---- submit ------------------------------------------------------------------------------
 
     def submit_archive(self, data: bytes, submitter: str,
@@ -121,7 +130,12 @@ class JobManager:
             shutil.rmtree(folder.parent, ignore_errors=True)
 
     def submit_folder(self, folder: str | os.PathLike[str], submitter: str,
-                      extra: dict[str, Any] | None = None) -> str:
+                      extra: dict[str, Any] | None = None,
+                      overrides: dict[str, Any] | None = None) -> str:
+        """Store a job folder as a new job (SUBMITTED); `overrides` replace workflow args of
+        the same name when it runs (the simulator's --rounds: {"num_rounds": 2})."""
+        if overrides:
+            extra = {**(extra or {}), "overrides": dict(overrides)}
         job_id = self.store.submit(folder, submitter, meta_extra=extra)
         rec = self.store.get(job_id)
         self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
@@ -385,7 +399,8 @@ class JobManager:
         resume = rec.job_id in self._resume
         self._resume.discard(rec.job_id)
         self._waiting_reasons.pop(rec.job_id, None)
-        runner = self.make_runner(rec.job_id, job, sites, resume=resume)
+        overrides = rec.extra.get("overrides") if isinstance(rec.extra.get("overrides"), dict) else None
+        runner = self.make_runner(rec.job_id, job, sites, resume=resume, overrides=overrides)
         try:
             runner.prepare()
         except (JobError, Exception) as e:  # noqa: BLE001 - a job that cannot build fails alone

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.server.authz import AUDIT_FILE, AuditLog
+from runtime.server.authz import AuditLog
 from runtime.server.engine import ServerEngine
 from runtime.server.job_workspace import atomic_write_text
 from runtime.server.manager import JobManager
@@ -98,6 +98,7 @@ class ServerProcess:
         self.audit: AuditLog | None = None
         self.workspace = Path(config.workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
+        self.server: Any = None  # runtime.federation.FederationServer
         self.engine: ServerEngine | None = None
         self.manager: JobManager | None = None
         self.fl_server: Any = None
@@ -105,40 +106,34 @@ class ServerProcess:
         self.draining = False
 
     def start(self) -> "ServerProcess":
-        from runtime.server.admin_service import AdminServer
-        from runtime.transport.grpc_server import FLServer
+        from runtime.federation.server import FederationServer
 
         c = self.config
-        self.engine = ServerEngine(self.workspace, heartbeat_interval=c.heartbeat_interval,
-                                   monitor=True, stale_after=c.stale_after, lost_after=c.lost_after)
-        self.manager = JobManager(self.engine, max_jobs=c.max_jobs, ready_timeout=c.ready_timeout)
-        self.audit = AuditLog(self.workspace / AUDIT_FILE)
-        self.audit.follow_jobs(self.engine.events)
-        if self.tap_core_log and self.kit is not None:
+        kit = self.kit
+        tls: dict[str, Any] = {}
+        if kit is not None:
+            sites, admins = kit.config.get("sites"), kit.config.get("admins")
+            tls = {"credentials": kit.server_credentials(), "policy": self.policy,
+                   "sites": sites if isinstance(sites, list) else None,
+                   "admins": admins if isinstance(admins, list) else None}
+        self.server = FederationServer(
+            self.workspace, heartbeat_interval=c.heartbeat_interval, monitor=True,
+            stale_after=c.stale_after, lost_after=c.lost_after, max_jobs=c.max_jobs,
+            ready_timeout=c.ready_timeout, host=c.host, fl_port=c.fl_port,
+            admin_port=c.admin_port, audit=True, max_model_bytes=c.max_model_bytes,
+            max_upload_bytes=c.max_upload_bytes, **tls)
+        if self.tap_core_log and kit is not None:
             from runtime.server.core_log import CoreLogTap
 
             self._core_tap = CoreLogTap(self._handshake_refused).start()
-        kit = self.kit
-        tls: dict[str, Any] = {}
-        admin_tls: dict[str, Any] = {}
-        if kit is not None:
-            sites, admins = kit.config.get("sites"), kit.config.get("admins")
-            tls = {"credentials": kit.server_credentials(),
-                   "sites": sites if isinstance(sites, list) else None}
-            admin_tls = {"credentials": kit.server_credentials(), "policy": self.policy,
-                         "admins": admins if isinstance(admins, list) else None}
-        if c.max_upload_bytes is not None:
-            admin_tls["max_upload_bytes"] = c.max_upload_bytes
         try:
-            self.fl_server = FLServer(self.engine, c.host, c.fl_port,
-                                      max_model_bytes=c.max_model_bytes, **tls).start()
-            self.admin_server = AdminServer(self.manager, c.host, c.admin_port, audit=self.audit,
-                                            **admin_tls).start()
+            self.server.start()
         except Exception:
-            self.stop()
+            self._stop_tap()
             raise
-        self.manager.addresses = {"fl": self.fl_server.address, "admin": self.admin_server.address}
-        self.manager.start()
+        self.engine, self.manager = self.server.engine, self.server.manager
+        self.fl_server, self.admin_server = self.server.fl_server, self.server.admin_server
+        self.audit = self.server.audit
         atomic_write_text(self.workspace / STATE_FILE, json.dumps({
             "pid": os.getpid(), "started_at": time.time(),
             "fl_address": self.fl_server.address, "admin_address": self.admin_server.address,
@@ -165,37 +160,28 @@ class ServerProcess:
         if self.draining:
             return
         self.draining = True
-        for server in (self.fl_server, self.admin_server):
-            health = getattr(server, "health", None)
-            if health is not None:
-                health.not_serving()
-        if self.manager is not None:
-            self.manager.stop()
+        if self.server is not None:
+            self.server.health_not_serving()
         self.stop(grace)
 
     def stop(self, grace: float = 1.0) -> None:
-        if self.engine is not None:  # wakes site polls: they back off and reconnect to the next server
-            self.engine.close(release_workspace=False)
-        for server in (self.admin_server, self.fl_server):
-            if server is not None:
-                server.stop(grace)
-        if self.manager is not None:
-            self.manager.stop()
-            self.manager.store.close()
+        """Running jobs stay RUNNING in the store: the next server on this workspace resumes
+        them after their last completed round; sites back off and reconnect to it."""
+        if self.server is not None:
+            self.server.quiesce()
+            try:
+                state = self.workspace / STATE_FILE
+                if state.is_file() and json.loads(state.read_text()).get("pid") == os.getpid():
+                    state.unlink()
+            except (OSError, ValueError):
+                pass
+            self.server.close(grace)
+        self._stop_tap()
+
+    def _stop_tap(self) -> None:
         if self._core_tap is not None:
             self._core_tap.stop()
             self._core_tap = None
-        if self.audit is not None:
-            self.audit.close()
-            self.audit = None
-        try:
-            state = self.workspace / STATE_FILE
-            if state.is_file() and json.loads(state.read_text()).get("pid") == os.getpid():
-                state.unlink()
-        except (OSError, ValueError):
-            pass
-        if self.engine is not None:
-            self.engine.workspace_lock.release()  # last: the next server may have it now
 
 
 def read_state(workspace: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from runtime.admin import Session
-from runtime.server.local import LocalFederation
+from runtime.federation import LocalFederation
 from tests.integration.conftest import HELLO_NUMPY, JOBS, REPO, _cli_env, copy_job, edit_json, run_flshell
 
 

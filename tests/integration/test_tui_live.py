@@ -17,7 +17,7 @@ from flshell.tui.widgets.jobs import JobsTable
 from flshell.tui.widgets.status import Banner, StatusLine
 from runtime.admin import Session
 from runtime.server.admin_service import AdminServer
-from runtime.server.local import LocalFederation
+from runtime.federation import LocalFederation
 from tests.integration.conftest import HELLO_NUMPY, copy_job, edit_json
 
 SIZE = (120, 36)
