@@ -56,7 +56,7 @@ class FlshellTui(App[int]):
         self.download_dir = str(download_dir)
         self.state = FederationState(source.clock)
         self.queue = queue if queue is not None else EventQueue()
-        self.feed = LiveFeed(source, self.queue, self.post_message)
+        self.feed = LiveFeed(source, self.queue, self.post_message, handshake=True)
         self.changed: Signal[Changes] = Signal(self, "changed")
         self.ticked: Signal[None] = Signal(self, "ticked")
         self.attempt = 0
@@ -94,7 +94,11 @@ class FlshellTui(App[int]):
 
     def on_connected(self, message: Connected) -> None:
         was_down = self.connection == "disconnected"
-        self._publish(self.state.load(message.snapshot))
+        try:
+            self.drain()  # what the previous watch said comes before this snapshot
+            self._publish(self.state.load(message.snapshot))
+        finally:
+            message.applied.set()  # now the feed queues this watch's events
         self.connection, self.attempt, self.last_error = "connected", 0, ""
         if was_down:
             self.notify(f"reconnected to {self.source.address} after {message.attempts} "

@@ -98,12 +98,19 @@ class EventQueue:
 class LiveFeed:
     """Connect (watch first, then load, so nothing is missed between them), post `Connected`
     with the snapshot, then queue every event; when the watch fails or ends, post
-    `ConnectionLost` and retry with capped exponential backoff, resuming after the last seq."""
+    `ConnectionLost` and retry with capped exponential backoff, resuming after the last seq.
+
+    With `handshake`, the feed waits for the UI to set the Connected message's `applied` before
+    it queues that watch's events (the server holds them meanwhile): the UI then never applies
+    an event before the snapshot it follows, however its drain timer and its messages interleave."""
 
     def __init__(self, source: DataSource, queue: EventQueue, post: Callable[[Any], Any],
-                 base_delay: float = 0.5, max_delay: float = 5.0, rng: random.Random | None = None) -> None:
+                 base_delay: float = 0.5, max_delay: float = 5.0, rng: random.Random | None = None,
+                 handshake: bool = False) -> None:
         self.source, self.queue, self.post = source, queue, post
         self.base_delay, self.max_delay = base_delay, max_delay
+        self.handshake = handshake
+        self.awaiting_ui = False  # posted Connected, waiting for the UI to apply its snapshot
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -133,8 +140,11 @@ class LiveFeed:
                 snapshot = self.source.load()
                 if stream.seq is not None and self.last_seq is None:
                     self.last_seq = stream.seq
-                self.post(Connected(snapshot, attempts=attempt))
+                connected = Connected(snapshot, attempts=attempt)
+                self.post(connected)
                 attempt = 0
+                if self.handshake and not self._await_ui(connected):
+                    return
                 for event in stream:
                     if event.seq is not None:
                         self.last_seq = event.seq
@@ -149,6 +159,17 @@ class LiveFeed:
                 return
             attempt += 1
             self._lost(error, attempt)
+
+    def _await_ui(self, connected: Connected) -> bool:
+        """Wait until the UI applied `connected`'s snapshot; False when stopped meanwhile."""
+        self.awaiting_ui = True
+        try:
+            while not connected.applied.wait(0.1):
+                if self._stop.is_set():
+                    return False
+            return True
+        finally:
+            self.awaiting_ui = False
 
     def _lost(self, error: str, attempt: int) -> None:
         delay = self.delay(attempt)

@@ -3,6 +3,7 @@ screens what changed, actions report how they went. Tests assert on these before
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
@@ -12,12 +13,15 @@ if TYPE_CHECKING:
 
 
 class Connected(Message):
-    """The feed (re)connected and loaded a snapshot; `attempts` failed tries came before."""
+    """The feed (re)connected and loaded a snapshot; `attempts` failed tries came before. The
+    UI sets `applied` once the snapshot is on screen: the feed queues none of this watch's
+    events before that, so they are always applied after the snapshot they follow."""
 
     def __init__(self, snapshot: "Snapshot", attempts: int = 0) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.attempts = attempts
+        self.applied = threading.Event()
 
 
 class SnapshotLoaded(Message):

@@ -59,6 +59,7 @@ class FederationState:
         self.skew = 0.0
         self.loaded_at: float | None = None   # local time of the last snapshot or event
         self.heartbeats = 0
+        self.last_seq: int | None = None      # the newest event seq applied (tests wait on it)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -128,6 +129,9 @@ class FederationState:
                     self._add_gpu_sample((site, index), util, ts)
         for site, event in batch.heartbeats.items():
             self._on_heartbeat(event, changes)
+        seqs = [e.seq for e in (*batch.events, *batch.heartbeats.values()) if e.seq is not None]
+        if seqs:
+            self.last_seq = max(seqs + ([self.last_seq] if self.last_seq is not None else []))
         if batch:
             self.loaded_at = self.clock()
         return changes

@@ -4,6 +4,10 @@ resizing. Messages are asserted before anything on screen."""
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from textual.widgets import Log, Static
 
 from flshell.tui import ScriptedSource, make_app
@@ -300,5 +304,53 @@ def test_resizing_from_large_to_small_and_back_never_crashes():
                 await pilot.resize_terminal(*size)
                 await pilot.pause()
             assert app.is_running and isinstance(app.screen, JobScreen)
+
+    run(scenario())
+
+
+class GatedLoad(ScriptedSource):
+    """The first load() waits for `gate`: the test decides when the feed's snapshot is ready."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.gate, self.loading = threading.Event(), threading.Event()
+
+    def load(self):
+        if not self.gate.is_set():
+            self.loading.set()
+            self.gate.wait(30)
+        return super().load()
+
+
+def test_events_are_applied_after_the_snapshot_even_when_the_drain_timer_runs_first():
+    """The snapshot flake (test_main_screen[160x48] on a busy CI): the feed posted Connected and
+    queued the replayed events at once; when the drain timer ran before the app handled
+    Connected, the events came first: the RUNNING job was created alone (named "?") and took
+    the table's cursor, which it kept once the snapshot added the newer WAITING job."""
+    demo = demo_source()
+    src = GatedLoad(demo.jobs, demo.sites, details=demo.details, logs=demo.logs, events=demo.events,
+                    now=demo.now, info=demo.info, address=demo.address)
+
+    async def scenario() -> None:
+        messages: list = []
+        app = make_app(src)
+        async with app.run_test(size=(160, 48), message_hook=messages.append) as pilot:
+            await until(pilot, src.loading.is_set, "the feed loading its snapshot")
+            # From here the event loop is held on purpose (no await): Connected cannot be
+            # handled until the feed has queued the events or waits for the UI to apply it.
+            src.gate.set()
+            deadline = time.monotonic() + 10
+            while not (app.queue.received >= len(src.events) or app.feed.awaiting_ui):
+                assert time.monotonic() < deadline, "the feed neither queued the events nor waited"
+                time.sleep(0.01)  # a look at another thread's progress, not a synchronisation
+            app.drain()  # the drain timer, running before the Connected message is handled
+            await ready(pilot, app)
+            jobs = app.screen.query_one(JobsTable)
+            assert jobs.keys == [WAITING, RUNNING, FAILED, DONE]
+            assert jobs.selected_key == WAITING, "the cursor on the first row, as on any start"
+            first_jobs = next(m for m in messages if isinstance(m, JobsUpdated))
+            assert first_jobs.job_ids == {WAITING, RUNNING, FAILED, DONE}, "the snapshot came first"
+            assert app.state.jobs[RUNNING]["name"] == "cifar10-fedavg"
+            assert len(app.state.gpu_util[("site-1", 0)]) == 25, "every heartbeat applied once"
 
     run(scenario())

@@ -1,6 +1,10 @@
 """SVG snapshots (pytest-textual-snapshot) of the main screen, the job screen and the abort dialog
 at 80x24 and 160x48, fed by the scripted demo federation with a frozen clock.
-Update them with `pytest tests/unit/test_tui_snapshots.py --snapshot-update` after looking."""
+Update them with `pytest tests/unit/test_tui_snapshots.py --snapshot-update` after looking.
+
+Each waits for a state, never for a time: every scripted event applied (the app's last seq),
+the widgets filled from it, then the app idle (`pilot.pause()`); snap_compare also waits for
+animations (the log tabs' underline) before it takes the picture."""
 
 from __future__ import annotations
 
@@ -13,17 +17,22 @@ from flshell.tui.screens.dialogs import ConfirmScreen
 from flshell.tui.screens.job import JobScreen
 from flshell.tui.screens.main import MainScreen
 from flshell.tui.testing import until
+from flshell.tui.widgets.gpus import GpuPanel
+from flshell.tui.widgets.job_detail import MetricsPlot
 from flshell.tui.widgets.jobs import JobsTable
+from flshell.tui.widgets.log_tail import LogTail
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
 
 async def main_ready(pilot) -> None:
     app = pilot.app
-    await until(pilot, lambda: app.connection == "connected" and app.queue.received >= len(app.source.events)
+    last = max(e.seq for e in app.source.events)
+    await until(pilot, lambda: app.connection == "connected" and app.state.last_seq == last
                 and not len(app.queue) and isinstance(app.screen, MainScreen)
-                and len(app.screen.query_one(JobsTable).keys) == 4, "the demo on screen", timeout=10)
-    await pilot.pause(1.0)  # the batched updates (every 0.15 s) settle even on a loaded machine
+                and len(app.screen.query_one(JobsTable).keys) == 4
+                and len(app.screen.query_one(GpuPanel).rows) == 3, "the demo on screen", timeout=30)
+    await pilot.pause()  # the messages of the last batch handled, the tables measured
 
 
 async def job_ready(pilot) -> None:
@@ -32,8 +41,10 @@ async def job_ready(pilot) -> None:
     app.screen.query_one(JobsTable).select(RUNNING)
     await pilot.press("enter")
     await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.detail
-                and app.screen.query_one(Log).line_count == 30, "the job screen with its log", timeout=10)
-    await pilot.pause(0.3)
+                and app.screen.query_one(Log).line_count == 30 and not app.screen.query_one(LogTail).note
+                and len(app.screen.query_one(MetricsPlot).rows) == 2, "the job screen with its log",
+                timeout=30)
+    await pilot.pause()
 
 
 async def abort_ready(pilot) -> None:
@@ -41,8 +52,9 @@ async def abort_ready(pilot) -> None:
     app = pilot.app
     app.screen.query_one(JobsTable).select(RUNNING)
     await pilot.press("a")
-    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the abort dialog", timeout=10)
-    await pilot.pause(0.2)
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.focused is not None
+                and app.focused.id == "no", "the abort dialog, No focused", timeout=30)
+    await pilot.pause()
 
 
 @pytest.mark.parametrize("size", SIZES)

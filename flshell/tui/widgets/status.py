@@ -33,7 +33,9 @@ def status_text(app: "FlshellTui", width: int = 200) -> str:
 
 
 class StatusLine(Static):
-    """One line at the top; its class (-connected, -connecting, -disconnected) picks its colours."""
+    """One line at the top; its class (-connected, -connecting, -disconnected) picks its colours.
+    The text is made when drawn, for the width it is drawn at (before the first layout there is
+    none: a text made then would be the 200-column one, cut, until the next tick)."""
 
     def on_mount(self) -> None:
         app: FlshellTui = self.app  # type: ignore[assignment]
@@ -44,7 +46,11 @@ class StatusLine(Static):
         app: FlshellTui = self.app  # type: ignore[assignment]
         for state in ("connected", "connecting", "disconnected"):
             self.set_class(app.connection == state, f"-{state}")
-        self.update(status_text(app, self.size.width - 2 if self.size.width else 200))
+        self.refresh()
+
+    def render(self) -> str:
+        app: FlshellTui = self.app  # type: ignore[assignment]
+        return status_text(app, self.content_size.width or 200)
 
 
 class Banner(Static):
