@@ -15,12 +15,7 @@ class TuiAction:
     command: str | None  # the console registry's command name (flshell.console.commands)
     mutating: bool       # changes the server: hidden with --readonly
     needs_job: bool      # acts on the selected job
-
-    @property
-    def help(self) -> str:
-        """The registry's one line of help for the command, or the label."""
-        cmd = registry().get(self.command or "")
-        return cmd.help if cmd is not None else self.label
+    tip: str = ""        # what the key does, in the TUI's words (the help screen)
 
     @property
     def confirm(self) -> bool:
@@ -29,11 +24,16 @@ class TuiAction:
 
 
 ACTIONS: tuple[TuiAction, ...] = (
-    TuiAction("s", "submit", "Submit", "submit_job", mutating=True, needs_job=False),
-    TuiAction("a", "abort", "Abort", "abort_job", mutating=True, needs_job=True),
-    TuiAction("c", "clone", "Clone", "clone_job", mutating=True, needs_job=True),
-    TuiAction("d", "download", "Download", "download_job", mutating=False, needs_job=True),
-    TuiAction("l", "logs", "Logs", "tail_log", mutating=False, needs_job=True),
+    TuiAction("s", "submit", "Submit", "submit_job", mutating=True, needs_job=False,
+              tip="submit a job folder (asks for the path)"),
+    TuiAction("a", "abort", "Abort", "abort_job", mutating=True, needs_job=True,
+              tip="abort the selected job (asks first)"),
+    TuiAction("c", "clone", "Clone", "clone_job", mutating=True, needs_job=True,
+              tip="submit the selected job again"),
+    TuiAction("d", "download", "Download", "download_job", mutating=False, needs_job=True,
+              tip="download the selected job's results (asks for a folder)"),
+    TuiAction("l", "logs", "Logs", "tail_log", mutating=False, needs_job=True,
+              tip="the selected job's logs; on the job screen, the next log"),
 )
 BY_ACTION = {a.action: a for a in ACTIONS}
 MUTATING = frozenset(a.action for a in ACTIONS if a.mutating)

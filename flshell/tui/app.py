@@ -21,9 +21,11 @@ from flshell.tui.feed import EventQueue, LiveFeed
 from flshell.tui.messages import (ActionDone, ActionFailed, Connected, ConnectionLost, EventsDropped,
                                   GpuSample, HeartbeatReceived, JobsUpdated, RoundCompleted,
                                   SitesUpdated, SnapshotLoaded)
-from flshell.tui.screens.dialogs import ConfirmScreen, HelpScreen, PathPrompt
+from flshell.tui.screens.dialogs import ConfirmScreen, PathPrompt
+from flshell.tui.screens.help import HelpScreen
 from flshell.tui.screens.job import JobScreen
 from flshell.tui.screens.main import MainScreen
+from flshell.tui.screens.site import SiteScreen
 from flshell.tui.state import Changes, FederationState
 
 BATCH_INTERVAL = 0.15   # seconds between drains of the event queue (about 7 UI updates a second)
@@ -37,10 +39,13 @@ class FlshellTui(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     ENABLE_COMMAND_PALETTE = False  # the footer's keys are the commands
     BINDINGS = [
-        *(Binding(a.key, a.action, a.label) for a in ACTIONS),
-        Binding("r", "reload", "Reload", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        *(Binding(a.key, a.action, a.label, tooltip=a.tip) for a in ACTIONS),
+        Binding("r", "reload", "Reload", show=False, tooltip="reload jobs and sites now"),
+        Binding("question_mark", "help", "Help", tooltip="this help: the keys of each screen"),
+        Binding("q", "quit", "Quit", tooltip="quit (a `flshell sim --tui` aborts a job still running)"),
+        # Ctrl-C quits as q does (Textual's default only says "press ctrl+q to quit"), from any
+        # screen, a text field included: what the footer's `q Quit` promises
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, tooltip="quit, as q does"),
     ]
 
     connection: reactive[str] = reactive("connecting")
@@ -183,6 +188,9 @@ class FlshellTui(App[int]):
     def open_job(self, job_id: str, log: str | None = None) -> None:
         self.push_screen(JobScreen(job_id, log))
 
+    def open_site(self, site: str) -> None:
+        self.push_screen(SiteScreen(site))
+
     def action_logs(self) -> None:
         job = self.selected_job()
         if job is None:
@@ -193,7 +201,7 @@ class FlshellTui(App[int]):
             self.open_job(job["job_id"], log=(job.get("sites") or [None])[0])
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.readonly))
+        self.push_screen(HelpScreen(type(self.screen), self.readonly))
 
     def action_submit(self) -> None:
         def chosen(path: str | None) -> None:

@@ -39,9 +39,11 @@ def demo_source(now: float = NOW, address: str = "127.0.0.1:8003") -> ScriptedSo
          "started_at": now - 2990, "ended_at": now - 2400, "current_round": 1, "total_rounds": 20,
          "sites": ["site-2", "site-4"]},
     ]
-    host = {"cpu_percent": 37.5, "cpu_count": 16, "mem_used": 24 * GIB, "mem_total": 64 * GIB}
+    host = {"cpu_percent": 37.5, "cpu_count": 16, "mem_used": 24 * GIB, "mem_total": 64 * GIB,
+            "load_avg": [6.1, 5.8, 5.2]}
     sites = [
         {"name": "site-1", "status": "CONNECTED", "last_seen": now - 1.2, "heartbeat_age": 1.2,
+         "registered_at": now - 7400,
          "info": {"jobs": [RUNNING], "host": host,
                   "gpus": [_gpu(0, 92, 71.5, 71, 612, RUNNING), _gpu(1, 41, 12.0, 52, 240, RUNNING)]}},
         {"name": "site-2", "status": "CONNECTED", "last_seen": now - 14, "heartbeat_age": 14.0,
@@ -59,14 +61,16 @@ def demo_source(now: float = NOW, address: str = "127.0.0.1:8003") -> ScriptedSo
                     "metrics": {"mean_weight": 5.0 + 1.5 * r}} for r in range(5)]
     events: list[Event] = []
     seq = 0
-    for k in range(24):  # two minutes of 5 s heartbeats, oldest first
-        ts = now - 1.2 - 5 * (23 - k)
-        for site, gpus in (("site-1", [(0, 60 + 35 * math.sin(k / 3.0) ** 2, 71.5), (1, 20 + k * 0.9, 12.0)]),
-                           ("site-2", [(0, 4 + (k % 3), 3.2)])):
+    for k in range(24):  # two minutes of 5 s heartbeats, oldest first (host and GPU load)
+        ts = now - 6.2 - 5 * (23 - k)  # the latest beat (below) comes 5 s after the last of these
+        for site, gpus, cpu in (("site-1", [(0, 60 + 35 * math.sin(k / 3.0) ** 2, 71.5), (1, 20 + k * 0.9, 12.0)],
+                                 30 + 25 * math.sin(k / 4.0) ** 2),
+                                ("site-2", [(0, 4 + (k % 3), 3.2)], 60 + k)):
             seq += 1
             gpu_list = [_gpu(i, round(u, 1), m, 60, 300, None) for i, u, m in gpus]
+            load = {**host, "cpu_percent": round(cpu, 1), "mem_used": int((20 + k / 3) * GIB)}
             events.append(Event(seq, ts if site == "site-1" else ts - 12.8, "heartbeat",
-                                {"site": site, "info": {"gpus": gpu_list}}))
+                                {"site": site, "info": {"gpus": gpu_list, "host": load}}))
     for r in rounds:  # what the server said as rounds ended (who reported, how long it took)
         seq += 1
         events.append(Event(seq, r["recorded_at"], "round_completed", {
@@ -85,7 +89,8 @@ def demo_source(now: float = NOW, address: str = "127.0.0.1:8003") -> ScriptedSo
     for site in sites[:2]:
         seq_last = seq + 4 + sites.index(site)
         events.append(Event(seq_last, now - site["heartbeat_age"], "heartbeat",
-                            {"site": site["name"], "info": {"gpus": site["info"]["gpus"]}}))
+                            {"site": site["name"], "info": {"gpus": site["info"]["gpus"],
+                                                            "host": site["info"]["host"]}}))
     logs = {(RUNNING, None): [f"2026-01-01 00:{i // 6:02d}:{i % 6}0 round {i // 4 + 1}/8 step {i}" for i in range(30)],
             (RUNNING, "site-1"): [f"site-1: epoch {i} loss {1.9 * math.exp(-0.1 * i):.3f}" for i in range(30)],
             (RUNNING, "site-2"): ["site-2: training"], (RUNNING, "site-3"): ["site-3: training"]}

@@ -17,7 +17,20 @@ from flshell.tui.messages import Connected, ConnectionLost
 
 MAX_QUEUED = 2000   # events other than heartbeats held between two drains; older ones are dropped
 MAX_BEATS = 20000   # sites whose latest heartbeat is held between two drains
-MAX_TRAIL = 120     # GPU samples kept per site from heartbeats that a newer one replaced
+MAX_TRAIL = 120     # GPU / host samples kept per site from heartbeats that a newer one replaced
+
+
+def host_sample(event: Event) -> tuple[float, float | None, float | None] | None:
+    """(the heartbeat's server time, CPU %, memory %) of the host a heartbeat reports, or None."""
+    host = (event.data.get("info") or {}).get("host") or {}
+    cpu = host.get("cpu_percent")
+    used, total = host.get("mem_used"), host.get("mem_total")
+    mem = host.get("memory_percent")
+    if mem is None and isinstance(used, (int, float)) and isinstance(total, (int, float)) and total:
+        mem = 100.0 * used / total
+    cpu = float(cpu) if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else None
+    mem = float(mem) if isinstance(mem, (int, float)) and not isinstance(mem, bool) else None
+    return None if cpu is None and mem is None else (event.ts, cpu, mem)
 
 
 def gpu_samples(event: Event) -> tuple[tuple[int, float, float], ...]:
@@ -37,6 +50,8 @@ class Batch:
     lost: int = 0
     # GPU utilisation of the heartbeats a newer one replaced: site -> [((index, util, ts), ...), ...]
     trails: dict[str, list[tuple[tuple[int, float, float], ...]]] = field(default_factory=dict)
+    # host load of the heartbeats a newer one replaced: site -> [(ts, cpu %, mem %), ...]
+    host_trails: dict[str, list[tuple[float, float | None, float | None]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.heartbeats or self.lost)
@@ -45,8 +60,8 @@ class Batch:
 class EventQueue:
     """Bounded between the feed thread (put) and the UI (drain). Heartbeats coalesce: only the
     latest per site is kept, so 1000 sites beating every second hold at most 1000 entries
-    however slow the UI is (the GPU utilisation of the replaced ones is kept aside, at most
-    MAX_TRAIL samples a site, for the sparklines); other events are kept in order up to
+    however slow the UI is (the GPU utilisation and host load of the replaced ones are kept
+    aside, at most MAX_TRAIL samples a site, for the sparklines); other events are kept in order up to
     `max_events`."""
 
     def __init__(self, max_events: int = MAX_QUEUED, max_sites: int = MAX_BEATS) -> None:
@@ -55,6 +70,7 @@ class EventQueue:
         self._events: collections.deque[Event] = collections.deque()
         self._beats: dict[str, Event] = {}
         self._trails: dict[str, collections.deque] = {}
+        self._host_trails: dict[str, collections.deque] = {}
         self._lost = 0
         self.received = 0     # events put, ever
         self.coalesced = 0    # heartbeats replaced by a newer one of the same site before a drain
@@ -74,6 +90,8 @@ class EventQueue:
                     self.coalesced += 1
                     if samples := gpu_samples(old):
                         self._trails.setdefault(site, collections.deque(maxlen=MAX_TRAIL)).append(samples)
+                    if host := host_sample(old):
+                        self._host_trails.setdefault(site, collections.deque(maxlen=MAX_TRAIL)).append(host)
                 elif len(self._beats) >= self.max_sites:
                     self._lost += 1
                     return
@@ -88,9 +106,10 @@ class EventQueue:
     def drain(self) -> Batch:
         with self._lock:
             batch = Batch(list(self._events), self._beats, self._lost,
-                          {site: list(trail) for site, trail in self._trails.items()})
+                          {site: list(trail) for site, trail in self._trails.items()},
+                          {site: list(trail) for site, trail in self._host_trails.items()})
             self._events.clear()
-            self._beats, self._trails = {}, {}
+            self._beats, self._trails, self._host_trails = {}, {}, {}
             self._lost = 0
             return batch
 

@@ -3,6 +3,7 @@ events. Only bookkeeping of what the server said; no FL decisions are made here.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -10,9 +11,11 @@ from typing import Any, Callable
 from runtime.admin.session import Event
 
 from flshell.tui.data import FINAL, Snapshot
-from flshell.tui.feed import Batch
+from flshell.tui.feed import Batch, host_sample
 
-GPU_HISTORY = 120  # utilisation samples kept per GPU (10 minutes at a 5 s heartbeat)
+GPU_HISTORY = 120   # utilisation samples kept per GPU (10 minutes at a 5 s heartbeat)
+HOST_HISTORY = 120  # host CPU / memory samples kept per site (the server keeps none)
+STATUS_LOG = 20     # status changes remembered per site
 
 
 @dataclass
@@ -53,6 +56,11 @@ class FederationState:
         self.gpu_util: dict[tuple[str, int], collections.deque[float]] = {}
         self.gpu_times: dict[tuple[str, int], collections.deque[float]] = {}  # server time of each
         self.gpu_seeded: dict[tuple[str, int], float] = {}  # newest server time a snapshot gave
+        # host load per site from its heartbeats: (server time, CPU %, memory %), oldest first
+        self.host: dict[str, collections.deque[tuple[float, float | None, float | None]]] = {}
+        self.beat_times: dict[str, collections.deque[float]] = {}  # server time of each beat heard
+        # (local time, status) of each status change seen; time None: the status when first seen
+        self.status_log: dict[str, collections.deque[tuple[float | None, str]]] = {}
         self.tasks: dict[tuple[str, str], SiteTask] = {}      # (job id, site) -> last task
         self.round_records: dict[str, dict[int, dict[str, Any]]] = {}  # job id -> round -> record
         self.info: dict[str, Any] = {}
@@ -66,6 +74,18 @@ class FederationState:
     def age(self, site: str) -> float | None:
         seen = self.seen.get(site)
         return None if seen is None else max(0.0, self.clock() - seen)
+
+    def beat_interval(self, site: str) -> float | None:
+        """Seconds between the site's heartbeats (the median of those heard), None before two."""
+        times = list(self.beat_times.get(site, ()))
+        gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+        return gaps[len(gaps) // 2] if gaps else None
+
+    def jobs_of_site(self, site: str) -> list[dict[str, Any]]:
+        """Every job known to have run on the site (placed there, or reported by its heartbeat),
+        newest first."""
+        running = set(self.site_jobs(site))
+        return [j for j in self.job_list() if j["job_id"] in running or site in (j.get("sites") or ())]
 
     def job_list(self) -> list[dict[str, Any]]:
         """Jobs newest first (by submission time, then id)."""
@@ -100,6 +120,10 @@ class FederationState:
             site["info"] = {**(old or {}).get("info", {}), **(s.get("info") or {})}
             if s.get("heartbeat_age") is not None:
                 self.seen[name] = max(self.seen.get(name, 0.0), now - float(s["heartbeat_age"]))
+            self._log_status(name, s.get("status"), now if name in self.status_log else None)
+            host = host_sample(Event(None, float(s.get("last_seen") or 0.0), "heartbeat", {"info": s.get("info")}))
+            if host is not None and s.get("last_seen") is not None:
+                self._add_host_sample(name, host)
             if old is None or old.get("status") != s.get("status") or old.get("info") != site["info"]:
                 changes.sites.add(name)
             for gpu in site["info"].get("gpus") or ():  # their history comes from heartbeats
@@ -127,6 +151,11 @@ class FederationState:
             for samples in trail:
                 for index, util, ts in samples:
                     self._add_gpu_sample((site, index), util, ts)
+                if samples:
+                    self._add_beat_time(site, samples[0][2])
+        for site, trail in batch.host_trails.items():
+            for sample in trail:
+                self._add_host_sample(site, sample)
         for site, event in batch.heartbeats.items():
             self._on_heartbeat(event, changes)
         seqs = [e.seq for e in (*batch.events, *batch.heartbeats.values()) if e.seq is not None]
@@ -209,6 +238,7 @@ class FederationState:
             return
         site = self.sites.setdefault(name, {"name": name, "info": {}})
         site["status"] = event.get("status")
+        self._log_status(name, event.get("status"), self._local(event.ts))
         if event.get("status") == "CONNECTED":
             self.seen[name] = max(self.seen.get(name, 0.0), self._local(event.ts))
         changes.sites.add(name)
@@ -223,8 +253,14 @@ class FederationState:
         site["info"] = {**site.get("info", {}), **info}
         if site.get("status") in (None, "STALE", "LOST"):
             site["status"] = "CONNECTED"  # the engine does the same on a beat
+            self._log_status(name, "CONNECTED", self._local(event.ts))
         self.seen[name] = max(self.seen.get(name, 0.0), self._local(event.ts))
         changes.beats.add(name)
+        host = host_sample(event)
+        if host is not None:
+            self._add_host_sample(name, host)
+        else:
+            self._add_beat_time(name, event.ts)
         for gpu in info.get("gpus") or ():
             key = (name, int(gpu.get("index", 0)))
             util = gpu.get("util_percent")
@@ -232,6 +268,24 @@ class FederationState:
             if isinstance(util, (int, float)):
                 self._add_gpu_sample(key, float(util), event.ts)
             changes.gpus.add(key)
+
+    # ---- site history ----------------------------------------------------------------------
+
+    def _log_status(self, site: str, status: str | None, at: float | None) -> None:
+        if not status:
+            return
+        log = self.status_log.setdefault(site, collections.deque(maxlen=STATUS_LOG))
+        if not log or log[-1][1] != status:
+            log.append((at, status))
+
+    def _add_beat_time(self, site: str, ts: float) -> None:
+        _insert(self.beat_times.setdefault(site, collections.deque(maxlen=HOST_HISTORY)), ts, ts)
+
+    def _add_host_sample(self, site: str, sample: tuple[float, float | None, float | None]) -> None:
+        """One host sample in time order: a snapshot gives the latest beat, and the replayed
+        history that follows it is older; the same beat twice (same server time) counts once."""
+        _insert(self.host.setdefault(site, collections.deque(maxlen=HOST_HISTORY)), sample, sample[0])
+        self._add_beat_time(site, sample[0])
 
     # ---- GPU history -----------------------------------------------------------------------
 
@@ -266,3 +320,17 @@ class FederationState:
             utils.append(u)
         self.gpu_seeded[key] = max(last, self.gpu_seeded.get(key, float("-inf")))
         return True
+
+
+def _insert(series: collections.deque, item: Any, ts: float) -> None:
+    """Put `item` (at server time `ts`) into a bounded series kept oldest first, once."""
+    times = [x if isinstance(x, float) else x[0] for x in series]
+    i = bisect.bisect_left(times, ts)
+    if i < len(times) and times[i] == ts:
+        return
+    if len(series) == series.maxlen:
+        if i == 0:
+            return  # older than everything kept
+        series.popleft()  # full: the oldest goes
+        i -= 1
+    series.insert(i, item)

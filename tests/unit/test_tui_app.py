@@ -10,10 +10,13 @@ from typing import Any
 
 from textual.widgets import Log, Static
 
+from runtime.admin.session import Event
+
 from flshell.tui import ScriptedSource, make_app
 from flshell.tui.demo import DONE, FAILED, NOW, RUNNING, WAITING, demo_source
 from flshell.tui.messages import GpuSample, HeartbeatReceived, JobsUpdated, SitesUpdated
-from flshell.tui.screens.dialogs import ConfirmScreen, HelpScreen, PathPrompt
+from flshell.tui.screens.dialogs import ConfirmScreen, PathPrompt
+from flshell.tui.screens.help import HelpScreen
 from flshell.tui.screens.job import JobScreen
 from flshell.tui.screens.main import MainScreen
 from flshell.tui.testing import cell, run, until
@@ -49,7 +52,7 @@ def test_main_screen_shows_jobs_sites_and_gpus_from_the_source():
             assert [cell(sites, n, "age") for n in sites.keys] == ["1s", "14s", "21s", "41m"]
             fresh = [sites._cells[n][2][1] for n in sites.keys]  # the component class of each age
             assert fresh == ["sites--fresh", "sites--late", "sites--stale", "sites--lost"]
-            assert cell(sites, "site-2", "cpu") == "81%" and cell(sites, "site-1", "task") == "train …"
+            assert cell(sites, "site-2", "cpu") == "81%" and cell(sites, "site-1", "task") == "train running"
             gpus = app.screen.query_one(GpuPanel)
             assert sorted(gpus.rows) == [("site-1", 0), ("site-1", 1), ("site-2", 0)]
             assert len(gpus.rows[("site-1", 0)].history) == 25  # 24 beats of history + the latest
@@ -193,17 +196,111 @@ def test_submit_clone_and_download_call_the_source(tmp_path):
     run(scenario())
 
 
-def test_help_lists_the_console_commands_behind_the_keys():
+def help_text(app) -> str:
+    return "\n".join(str(w.render()) for w in app.screen.query("Label"))
+
+
+def test_help_shows_the_tuis_own_keys_screen_by_screen_the_open_one_first():
     async def scenario() -> None:
         app = make_app(demo_source())
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot, app)
             await pilot.press("question_mark")
             await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
-            text = " ".join(str(w.render()) for w in app.screen.query("Label"))
-            assert "console: abort_job" in text and "stop a job that has not ended" in text
+            text = help_text(app)
+            titles = [str(w.render()) for w in app.screen.query(".help-section")]
+            assert titles[0].startswith("Main screen") and titles[0].endswith("(this screen)")
+            assert [t.split()[0] for t in titles] == ["Main", "Job", "Site", "Every", "Dialogs"]
+            for words in ("filter the focused table", "follow the log again", "on a site: its site screen",
+                          "abort the selected job (asks first)", "Ctrl-C", "quit"):
+                assert words in text, words
+            # the TUI's words, not the prompt-toolkit console's command help
+            assert "console" not in text and "stop a job that has not ended" not in text
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, MainScreen), "the help to close")
+            app.screen.query_one(JobsTable).select(RUNNING)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen), "the job screen")
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help on the job screen")
+            titles = [str(w.render()) for w in app.screen.query(".help-section")]
+            assert titles[0].startswith("Job screen") and titles[0].endswith("(this screen)")
+
+    run(scenario())
+
+
+def test_ctrl_c_quits_as_q_does_with_no_notification_from_any_screen():
+    for keys in (("ctrl+c",), ("s", "ctrl+c")):  # the main screen; a path prompt with the focus in it
+        async def scenario() -> None:
+            app = make_app(demo_source())
+            async with app.run_test(size=(80, 24)) as pilot:
+                await ready(pilot, app)
+                for key in keys:
+                    await pilot.press(key)
+                await until(pilot, lambda: app.return_code is not None, f"{keys} to quit")
+                assert app.return_code == 0
+                assert not list(app._notifications), "no 'press ctrl+q to quit' toast"
+
+        run(scenario())
+
+
+def test_the_task_column_says_the_task_in_words_and_shows_it_whole_at_200_columns():
+    from textual.widgets import DataTable
+    from flshell.tui.widgets.job_detail import JobSitesTable
+
+    async def scenario() -> None:
+        src = demo_source()
+        app = make_app(src)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await ready(pilot, app)
+            sites = app.screen.query_one(SitesTable)
+            assert [cell(sites, n, "task") for n in sites.keys] == ["train running", "train ok", "train running", "-"]
+            src.push(Event(900, NOW, "task_result", {"job_id": RUNNING, "site": "site-1", "task": "cross_site_validate",
+                                                     "ok": False, "seconds": 2.0}))
+            await until(pilot, lambda: cell(sites, "site-1", "task") == "cross_site_validate failed", "the failure")
+            await pilot.pause()
+
+            def shown(table: DataTable) -> list[str]:
+                """Each row's text as drawn, from the table's own strips."""
+                return [table.render_line(y).text for y in range(1, len(table.keys) + 1)]
+            rows = shown(sites)
+            assert "cross_site_validate failed" in rows[0] and "…" not in "".join(rows)
+            app.screen.query_one(JobsTable).select(RUNNING)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.detail, "the job screen")
+            job_sites = app.screen.query_one(JobSitesTable)
+            await until(pilot, lambda: len(job_sites.keys) == 3, "the job's sites")
+            await pilot.pause()
+            rows = shown(job_sites)
+            assert "cross_site_validate failed" in rows[0] and "train ok" in rows[1] and "…" not in "".join(rows)
+
+    run(scenario())
+
+
+def test_no_stray_scrollbar_glyphs_at_80x24():
+    """At 80x24 a job's Sites table wider than its panel (a long task name) and log lines longer
+    than the screen draw no one-cell horizontal scrollbar (a lone partial block under the rows)."""
+    from flshell.tui.widgets.job_detail import JobSitesTable
+
+    async def scenario() -> None:
+        src = demo_source()
+        src.logs[(RUNNING, None)] = [f"line {i} " + "x" * 120 for i in range(30)]
+        app = make_app(src)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot, app)
+            src.push(Event(900, NOW, "task_assigned", {"job_id": RUNNING, "site": "site-1",
+                                                       "task": "cross_site_model_validation"}))
+            await until(pilot, lambda: app.state.last_seq == 900, "the long task")
+            app.screen.query_one(JobsTable).select(RUNNING)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.detail
+                        and app.screen.query_one(Log).line_count == 30, "the job screen")
+            await pilot.pause()
+            table, log = app.screen.query_one(JobSitesTable), app.screen.query_one(Log)
+            assert table.virtual_size.width > table.size.width and log.max_scroll_x > 0  # both too wide
+            assert table.scrollbar_size_horizontal == 0 and log.scrollbar_size_horizontal == 0
+            blank_row = table.render_line(len(table.keys) + 1).text  # the row under the last site
+            assert not set(blank_row) & set("▏▎▍▌▋▊▉█▔▁"), repr(blank_row)
 
     run(scenario())
 

@@ -1,5 +1,5 @@
-"""SVG snapshots (pytest-textual-snapshot) of the main screen, the job screen and the abort dialog
-at 80x24 and 160x48, fed by the scripted demo federation with a frozen clock.
+"""SVG snapshots (pytest-textual-snapshot) of the main screen, the job screen, the site screen, the
+help and the abort dialog at 80x24 and 160x48, fed by the scripted demo federation with a frozen clock.
 Update them with `pytest tests/unit/test_tui_snapshots.py --snapshot-update` after looking.
 
 Each waits for a state, never for a time: every scripted event applied (the app's last seq),
@@ -14,13 +14,17 @@ from textual.widgets import Log
 from flshell.tui import make_app
 from flshell.tui.demo import RUNNING, demo_source
 from flshell.tui.screens.dialogs import ConfirmScreen
+from flshell.tui.screens.help import HelpScreen
 from flshell.tui.screens.job import JobScreen
 from flshell.tui.screens.main import MainScreen
+from flshell.tui.screens.site import SiteScreen
 from flshell.tui.testing import until
 from flshell.tui.widgets.gpus import GpuPanel
 from flshell.tui.widgets.job_detail import MetricsPlot
 from flshell.tui.widgets.jobs import JobsTable
 from flshell.tui.widgets.log_tail import LogTail
+from flshell.tui.widgets.site_detail import SiteJobsTable
+from flshell.tui.widgets.sites import SitesTable
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -55,6 +59,36 @@ async def abort_ready(pilot) -> None:
     await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.focused is not None
                 and app.focused.id == "no", "the abort dialog, No focused", timeout=30)
     await pilot.pause()
+
+
+async def site_ready(pilot) -> None:
+    await main_ready(pilot)
+    app = pilot.app
+    sites = app.screen.query_one(SitesTable)
+    sites.focus()
+    sites.select("site-1")
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, SiteScreen) and len(app.screen.query_one(SiteJobsTable).keys) == 2
+                and len(app.screen.query_one(GpuPanel).rows) == 2, "the site screen", timeout=30)
+    await pilot.pause()
+
+
+async def help_ready(pilot) -> None:
+    await main_ready(pilot)
+    app = pilot.app
+    await pilot.press("question_mark")
+    await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help", timeout=30)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_site_screen(snap_compare, size):
+    assert snap_compare(make_app(demo_source()), terminal_size=size, run_before=site_ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare, size):
+    assert snap_compare(make_app(demo_source()), terminal_size=size, run_before=help_ready)
 
 
 @pytest.mark.parametrize("size", SIZES)

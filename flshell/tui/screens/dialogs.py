@@ -1,19 +1,17 @@
-"""Modal dialogs: a yes/no confirmation (No focused), a path prompt with completion, the help."""
+"""Modal dialogs: a yes/no confirmation (No focused) and a path prompt with completion."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from textual import on
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, Static
 
-from flshell.tui.actions import ACTIONS
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -91,35 +89,3 @@ class PathPrompt(ModalScreen[str | None]):
     @on(Input.Submitted)
     def _done(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip() or None)
-
-
-NAVIGATION = (("Enter", "open the selected job"), ("Esc", "back / close"), ("/", "filter the table"),
-              ("o / O", "sort by the next column / reverse (or click a header)"),
-              ("Tab", "next table / next log"), ("End", "follow the log again"),
-              ("r", "reload jobs and sites now"), ("?", "this help"), ("q", "quit"))
-
-
-class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss(None)", "Close")]
-
-    def __init__(self, readonly: bool = False) -> None:
-        super().__init__()
-        self.readonly = readonly
-
-    def compose(self):
-        with Vertical(id="dialog", classes="help") as box:
-            box.border_title = "Keys"
-            with Grid(id="keys"):
-                for a in ACTIONS:
-                    if self.readonly and a.mutating:
-                        continue
-                    yield Label(a.key, classes="key")
-                    yield Label(f"{a.label}: {a.help}" + (f" (console: {a.command})" if a.command else ""))
-                for key, text in NAVIGATION:
-                    yield Label(key, classes="key")
-                    yield Label(text)
-            if self.readonly:
-                yield Label("read-only: submit, abort and clone are off", classes="hint")
-
-    def on_click(self, event: Any) -> None:
-        self.dismiss(None)

@@ -27,10 +27,12 @@ RELOAD_AT_MOST = 1.0  # seconds between two get_job calls for this screen
 
 
 class JobScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
-                Binding("tab", "next_log", "Next log", show=False),
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", tooltip="back to the previous screen"),
+                Binding("tab", "next_log", "Next log", show=False, tooltip="the next log: server, then each site"),
                 # End follows the log whatever has the focus (a table would take End for itself)
-                Binding("end", "follow_log", "Follow log", show=False, priority=True)]
+                Binding("end", "follow_log", "Follow log", show=False, priority=True,
+                        tooltip="follow the log again (scrolling up pauses it)")]
+    KEYS = (("click", "a log tab: that log"),)
 
     def __init__(self, job_id: str, log: str | None = None) -> None:
         super().__init__()
@@ -79,6 +81,9 @@ class JobScreen(Screen):
         self.reload()
         self.query_one(LogTail).open(self.first_log or SERVER_TAB)
 
+    def on_resize(self) -> None:
+        self.show()  # the sites table's columns follow the width
+
     def selected_job(self) -> dict[str, Any] | None:
         return self.job() if self.job_id in self.app_.state.jobs else None
 
@@ -126,7 +131,9 @@ class JobScreen(Screen):
         self.query_one("#job-header", Static).update(self._header(job, state.clock()))
         self.query_one(RoundsTable).show(rounds)
         self.query_one(MetricsPlot).show(rounds)
-        self.query_one(JobSitesTable).show(state, job, rounds)
+        sites = self.query_one(JobSitesTable)
+        sites.set_compact(self.has_class("-narrow"))
+        sites.show(state, job, rounds)
         self.query_one(LogTail).set_sites(list(job.get("sites") or ()))
 
     @staticmethod

@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
 
 class MainScreen(Screen):
-    BINDINGS = [Binding("slash", "filter", "Filter"), Binding("escape", "clear_filter", "Clear filter", show=False),
-                Binding("tab", "next_table", "Next table", show=False),
-                Binding("o", "sort", "Sort", show=False), Binding("O", "sort(True)", "Reverse sort", show=False)]
+    BINDINGS = [Binding("slash", "filter", "Filter", tooltip="filter the focused table (part of a name, id or status)"),
+                Binding("escape", "clear_filter", "Clear filter", show=False, tooltip="clear the filter"),
+                Binding("tab", "next_table", "Next table", show=False, tooltip="the other table (jobs / sites)"),
+                Binding("o", "sort", "Sort", show=False, tooltip="sort by the next column (or click a header)"),
+                Binding("O", "sort(True)", "Reverse sort", show=False, tooltip="reverse the order")]
+    KEYS = (("Enter", "on a job: its job screen; on a site: its site screen"),)
 
     def compose(self):
         with Vertical(id="top"):
@@ -85,6 +88,10 @@ class MainScreen(Screen):
     @on(DataTable.RowSelected, "#jobs")
     def _open_job(self, event: DataTable.RowSelected) -> None:
         self.app_.open_job(str(event.row_key.value))
+
+    @on(DataTable.RowSelected, "#sites")
+    def _open_site(self, event: DataTable.RowSelected) -> None:
+        self.app_.open_site(str(event.row_key.value))
 
     @on(DataTable.RowHighlighted, "#jobs")
     def _job_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -77,10 +77,12 @@ class GpuRow(Widget):
 
 
 class GpuPanel(VerticalScroll):
-    """Rows are added and removed as sites report GPUs; without any, one plain line says so."""
+    """Rows are added and removed as sites report GPUs; without any, one plain line says so.
+    With `site`, only that site's GPUs (the site screen)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, site: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.site = site
         self.rows: dict[tuple[str, int], GpuRow] = {}
 
     def compose(self):
@@ -89,8 +91,8 @@ class GpuPanel(VerticalScroll):
     def show(self, state: FederationState) -> None:
         wanted: dict[tuple[str, int], dict[str, Any]] = {}
         without: list[str] = []
-        for name in sorted(state.sites):
-            gpus = (state.sites[name].get("info") or {}).get("gpus") or []
+        for name in sorted(state.sites) if self.site is None else [self.site]:
+            gpus = (state.sites.get(name, {}).get("info") or {}).get("gpus") or []
             for gpu in gpus:
                 wanted[(name, int(gpu.get("index", 0)))] = gpu
             if not gpus:
@@ -105,7 +107,7 @@ class GpuPanel(VerticalScroll):
         for key, gpu in wanted.items():
             site = state.sites.get(key[0], {})
             self.rows[key].show(gpu, list(state.gpu_util.get(key, ())), site.get("status") != "CONNECTED")
-        notes = {(state.sites[n].get("info") or {}).get("gpu_note") for n in without}
+        notes = {(state.sites.get(n, {}).get("info") or {}).get("gpu_note") for n in without}
         note = notes.pop() if len(notes) == 1 else None  # said once when all sites say the same
         self.query_one("#no-gpu", Static).update(_no_gpu_line(without, bool(wanted), note))
         self.border_subtitle = f"{len(wanted)} GPU" + ("" if len(wanted) == 1 else "s")

@@ -100,18 +100,33 @@ class MetricsPlot(VerticalScroll):
 
 
 class JobSitesTable(SyncTable):
-    """The job's sites: status and heartbeat as on the main screen, and the job's last task there."""
+    """The job's sites: status and heartbeat as on the main screen, the job's last task there and
+    the rounds it reported in. `compact` (narrow screens) drops Status: the Beat age has the same
+    freshness colour, and the rest then fits half of 80 columns."""
 
-    COLUMNS = (("name", "Site"), ("status", "Status"), ("age", "Beat"), ("task", "Task"),
-               ("rounds", "Reported"))
+    WIDE = (("name", "Site"), ("status", "Status"), ("age", "Beat"), ("task", "Task"), ("rounds", "Rounds"))
+    COMPACT = (("name", "Site"), ("age", "Beat"), ("task", "Task"), ("rounds", "Rounds"))
+    COLUMNS = WIDE
     COMPONENT_CLASSES: ClassVar[set[str]] = {f"sites--{f}" for f in FRESHNESS}
 
+    def set_compact(self, compact: bool) -> None:
+        columns = self.COMPACT if compact else self.WIDE
+        if columns == self.COLUMNS:
+            return
+        self.clear(columns=True)
+        self._order, self._cells = [], {}
+        self.COLUMNS = columns
+        for key, label in columns:
+            self.add_column(label, key=key)
+
     def show(self, state: FederationState, job: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
+        keys = [k for k, _ in self.COLUMNS]
         rows = []
         for name in job.get("sites") or ():
             c = site_cells(state, name, job["job_id"])
             known = [r for r in rounds if r.get("sites_ok") is not None]  # rounds heard live
             reported = sum(1 for r in known if name in r["sites_ok"])
-            rows.append((name, (name, c["status"], c["age"], c["task"],
-                                f"{reported}/{len(known)}" if known else "-")))
+            values = {"name": name, "status": c["status"], "age": c["age"], "task": c["task"],
+                      "rounds": f"{reported}/{len(known)}" if known else "-"}
+            rows.append((name, tuple(values[k] for k in keys)))
         self.sync(rows)

@@ -6,10 +6,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from flshell.tui import format as fmt
-from flshell.tui.state import FederationState
+from flshell.tui.state import FederationState, SiteTask
 from flshell.tui.widgets.tables import SyncTable
 
 FRESHNESS = ("fresh", "late", "stale", "lost", "gone")
+
+
+def task_label(task: SiteTask, seconds: bool = False) -> str:
+    """`train running`, `train ok`, `train failed` (in words: an ellipsis reads as a cut cell);
+    with `seconds`, how long a finished task took."""
+    if task.ok is None:
+        return f"{task.task} running"
+    took = f" {fmt.duration(task.seconds)}" if seconds and task.seconds is not None else ""
+    return f"{task.task} {'ok' if task.ok else 'failed'}{took}"
 
 
 def site_cells(state: FederationState, name: str, job_id: str | None = None) -> dict[str, Any]:
@@ -23,9 +32,7 @@ def site_cells(state: FederationState, name: str, job_id: str | None = None) -> 
     job_id = job_id or (jobs[0] if jobs else None)
     job = state.jobs.get(job_id or "")
     task = state.tasks.get((job_id, name)) if job_id else None
-    task_text = "-"
-    if task is not None:
-        task_text = task.task + (" …" if task.ok is None else " ok" if task.ok else " failed")
+    task_text = "-" if task is None else task_label(task)
     host = info.get("host") or {}
     return {
         "status": (status, f"sites--{fresh}"),
