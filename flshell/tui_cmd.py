@@ -19,7 +19,8 @@ examples:
   flshell tui --server HOST:PORT --readonly no submit, abort or clone keys
   flshell tui --startup prod/admin@org-a.com as that admin (startup kit: mutual TLS, its server)
 
-keys: Enter open a job, s submit, a abort, c clone, d download, l logs, / filter, ? help, q quit
+keys: Enter open a job (or a site: its heartbeats, host load, jobs, GPUs), s submit, a abort,
+      c clone, d download, l logs, / filter, ? the keys of each screen, q or Ctrl-C quit
 
 exit status: 0 ok, 2 usage error (or an unusable startup kit), 3 the server could not be reached
              at start
