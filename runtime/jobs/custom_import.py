@@ -177,7 +177,11 @@ def _real_module(name: str) -> tuple[str, types.ModuleType]:
         raise ModuleNotFoundError(f'module "{name}": this thread is bound to job "{key}", which is not registered '
                                   "(or was unregistered)", name=name)
     mod = sys.modules.get(f"{pkg}.{name}")
-    if mod is None:
+    if mod is not None and getattr(getattr(mod, "__spec__", None), "_initializing", False):
+        # another thread of this job runs the module's body now: wait for it (the import
+        # machinery takes the module's lock) instead of handing out a half-made module
+        mod = importlib.import_module(f"{pkg}.{name}")
+    elif mod is None:
         if not _provides(path, name):
             raise ModuleNotFoundError(f'no module named "{name}" in the custom/ folder of job "{key}" '
                                       f"({path})", name=name)

@@ -239,3 +239,51 @@ def test_custom_imports_for_an_app(jobs, tmp_path: Path) -> None:
 
     with ci.custom_imports(NoCustom()) as key:
         assert key is None
+
+
+def test_threads_of_one_job_wait_for_a_module_still_being_imported(jobs, tmp_path: Path) -> None:
+    """Sites of one process that share a job (the simulator unpacks it once) import its custom
+    modules from several threads at once: a thread that finds the job's module still running
+    its body waits for it, instead of seeing it half made ('cannot import name')."""
+    import importlib
+
+    gate_name = "_flshell_test_gate"
+    gate = type(sys)(gate_name)
+    gate.entered, gate.release = threading.Event(), threading.Event()
+    sys.modules[gate_name] = gate
+    slow = tmp_path / "job_s" / "custom"
+    slow.mkdir(parents=True)
+    (slow / "model.py").write_text(
+        f"import {gate_name} as g\ng.entered.set()\ng.release.wait(10)\nVALUE = 's'\n")
+    ci.register_custom_dir("S", slow)
+    try:
+        assert in_thread("A", lambda: __import__("model").VALUE) == "a"  # the proxy exists, ready
+        out: dict[str, Any] = {}
+
+        def importer(tag: str) -> None:
+            ci.bind_thread("S")
+            try:
+                from model import VALUE
+                out[tag] = VALUE
+            except BaseException as e:  # noqa: BLE001 - handed back to the test
+                out[tag] = e
+
+        first = threading.Thread(target=importer, args=("first",))
+        first.start()
+        assert gate.entered.wait(10)  # the first thread runs model.py's body now
+        second = threading.Thread(target=importer, args=("second",))
+        second.start()
+        real = f"{ci._pkgs['S']}.model"
+        for _ in range(1000):  # until the second has failed, or waits for the module's lock
+            lock = importlib._bootstrap._module_locks.get(real)
+            lock = lock() if lock is not None else None
+            if not second.is_alive() or (lock is not None and lock.waiters):
+                break
+            second.join(0.01)
+        gate.release.set()
+        first.join(10)
+        second.join(10)
+        assert out == {"first": "s", "second": "s"}
+    finally:
+        gate.release.set()
+        del sys.modules[gate_name]
