@@ -51,7 +51,8 @@ class ProgressView:
 
     def follow(self, sim: Simulator, sub) -> None:
         """Render events until the job ends."""
-        assert sim.runner is not None
+        if sim.runner is None:  # the job ended before it ran
+            return
         if self.live:
             self.progress.start()
         try:
@@ -60,7 +61,7 @@ class ProgressView:
                 if ev is not None:
                     self._on_event(ev)
                     continue
-                if sim.runner.done:
+                if sim.done:
                     for ev in sub.drain():
                         self._on_event(ev)
                     return

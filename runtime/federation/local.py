@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime import paths
-from runtime.federation.server import FederationServer
+from runtime.federation.server import FederationServer, HoldsServer
 
 
-class LocalFederation:
+class LocalFederation(HoldsServer):
     def __init__(self, workspace: str | os.PathLike[str] | None = None, n_sites: int = 2,
                  sites: list[str] | None = None, max_jobs: int = 2, admin_port: int = 0,
                  heartbeat_interval: float = 5.0) -> None:
@@ -47,23 +47,6 @@ class LocalFederation:
         self._agents_lock = threading.Lock()
         self._stopping = False
         self._cycling: list[threading.Thread] = []  # shutdown / restart of sites under way
-
-    @property
-    def engine(self) -> Any:
-        return self.server.engine if self.server is not None else None
-
-    @property
-    def manager(self) -> Any:
-        return self.server.manager if self.server is not None else None
-
-    @property
-    def admin_server(self) -> Any:
-        return self.server.admin_server if self.server is not None else None
-
-    @admin_server.setter
-    def admin_server(self, server: Any) -> None:  # (a test restarts the port in place)
-        assert self.server is not None
-        self.server.admin_server = server
 
     @property
     def admin_address(self) -> str:

@@ -33,6 +33,8 @@ class FederationServer:
             and admins only, and the admin authorization policy (a server startup kit's).
         audit: write every admin command and job state change to WORKSPACE/audit.log.
         monitor: mark silent sites STALE, then LOST (off where sites cannot go silent).
+        resume_unfinished: resume the jobs a previous server left RUNNING (a simulation ends
+            such leftovers FAILED instead: its jobs do not outlive it).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class FederationServer:
         audit: bool = False,
         max_model_bytes: int | None = None,
         max_upload_bytes: int | None = None,
+        resume_unfinished: bool = True,
     ) -> None:
         self.workspace = Path(workspace)
         self.options = dict(heartbeat_interval=heartbeat_interval, monitor=monitor,
@@ -67,6 +70,7 @@ class FederationServer:
         self.credentials, self.site_names, self.admin_names = credentials, sites, admins
         self.policy, self.audit_on = policy, audit
         self.max_model_bytes, self.max_upload_bytes = max_model_bytes, max_upload_bytes
+        self.resume_unfinished = resume_unfinished
         self.engine: ServerEngine | None = None
         self.manager: JobManager | None = None
         self.audit: AuditLog | None = None
@@ -85,6 +89,10 @@ class FederationServer:
         if self.admin_server is None:
             raise RuntimeError("this federation serves no admin port (admin_port=None)")
         return self.admin_server.address
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -118,7 +126,7 @@ class FederationServer:
         self.manager.addresses = {"fl": self.fl_address}
         if self.admin_server is not None:
             self.manager.addresses["admin"] = self.admin_server.address
-        self.manager.start()
+        self.manager.start(resume=self.resume_unfinished)
         return self
 
     def health_not_serving(self) -> None:
@@ -160,3 +168,27 @@ class FederationServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HoldsServer:
+    """What a federation that owns a `FederationServer` (`self.server`) shows of it: the
+    engine, the job manager and the admin port, None before it starts."""
+
+    server: FederationServer | None = None
+
+    @property
+    def engine(self) -> ServerEngine | None:
+        return self.server.engine if self.server is not None else None
+
+    @property
+    def manager(self) -> JobManager | None:
+        return self.server.manager if self.server is not None else None
+
+    @property
+    def admin_server(self) -> Any:
+        return self.server.admin_server if self.server is not None else None
+
+    @admin_server.setter
+    def admin_server(self, server: Any) -> None:  # (a test restarts the port in place)
+        assert self.server is not None
+        self.server.admin_server = server

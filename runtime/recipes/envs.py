@@ -75,18 +75,19 @@ class SimRun(Run):
         self.result: SimulationResult | None = None
 
     def get_job_id(self) -> str:
-        assert self.sim.runner is not None
-        return self.sim.runner.job_id
+        assert self.sim.job_id is not None, "the simulation was not started"
+        return self.sim.job_id
 
     def get_status(self) -> str:
-        assert self.sim.runner is not None
-        return self.sim.runner.status
+        if self.sim.runner is not None:
+            return self.sim.runner.status
+        return self.sim.manager.store.get(self.get_job_id()).status
 
     def get_result(self, timeout: float | None = None) -> str | None:
         if self.result is None:
-            assert self.sim.runner is not None
-            self.sim.runner.wait(timeout)
-            if not self.sim.runner.done:
+            if self.sim.runner is not None:
+                self.sim.runner.wait(timeout)
+            if not self.sim.done:
                 return None
             self.result = self.sim.wait()
         return str(self.result.result_dir)
@@ -94,16 +95,17 @@ class SimRun(Run):
     def abort(self) -> None:
         self.sim.abort("Run.abort()")
 
+    def _job_dir(self) -> Path:
+        return self.sim.workspace / "server" / "jobs" / self.get_job_id()
+
     def get_metrics(self) -> dict[str, Any]:
         if self.result is not None:
             return dict(self.result.metrics)
-        assert self.sim.runner is not None
-        rounds = sorted(self.sim.runner.workspace.rounds_dir.glob("round_*.json"))
+        rounds = sorted((self._job_dir() / "rounds").glob("round_*.json"))
         return json.loads(rounds[-1].read_text()).get("metrics", {}) if rounds else {}
 
     def get_log(self, site: str | None = None) -> str:
-        assert self.sim.runner is not None
-        logs = self.sim.runner.workspace.logs_dir
+        logs = self._job_dir() / "logs"
         path = logs / ("server.log" if site is None else f"{site}.log")
         if site is not None and not path.is_file() and self.result is not None:
             path = self.result.site_log(site)

@@ -155,24 +155,7 @@ class JobRunner:
 
     def prepare(self) -> None:
         """Build the server app's components and workflows; raises JobError."""
-        app = self.job.server_app()
-        cfg = app.server_config
-        if cfg is None:
-            raise JobError(app.name, None, "the app deployed to the server has no config_server.json")
-        builder = ComponentBuilder(app, cfg, variables={"JOB_ID": self.job_id, "SITE_NAME": "server"})
-        with custom_imports(app):
-            builder.build_components()
-            for spec in cfg.workflows:
-                if self.overrides:
-                    spec = _with_overrides(spec, self.overrides)
-                controller = builder.build(spec)
-                if not callable(getattr(controller, "run", None)) or not hasattr(controller, "bind"):
-                    raise JobError(
-                        spec.file, spec.json_path,
-                        f'"{spec.path}" is not a controller (subclass '
-                        f"runtime.workflows.ModelController and write run())",
-                    )
-                self.controllers.append(controller)
+        builder, self.controllers = build_server_app(self.job, self.job_id, self.overrides)
         self.ctx = JobContext(
             self.job_id, self.job, self.engine, builder, None, self.logger, self.abort_event,
         )
@@ -445,6 +428,32 @@ class JobRunner:
             "current_round": self.ctx.current_round if self.ctx else None,
             "total_rounds": self.ctx.total_rounds if self.ctx else None,
         }
+
+
+def build_server_app(job: Job, job_id: str,
+                     overrides: dict[str, Any] | None = None) -> tuple[ComponentBuilder, list[Any]]:
+    """The server app's components and its workflows' controllers, built (JobError says which
+    file and field is wrong): what a runner runs, and what a preflight check builds."""
+    app = job.server_app()
+    cfg = app.server_config
+    if cfg is None:
+        raise JobError(app.name, None, "the app deployed to the server has no config_server.json")
+    builder = ComponentBuilder(app, cfg, variables={"JOB_ID": job_id, "SITE_NAME": "server"})
+    controllers = []
+    with custom_imports(app):
+        builder.build_components()
+        for spec in cfg.workflows:
+            if overrides:
+                spec = _with_overrides(spec, overrides)
+            controller = builder.build(spec)
+            if not callable(getattr(controller, "run", None)) or not hasattr(controller, "bind"):
+                raise JobError(
+                    spec.file, spec.json_path,
+                    f'"{spec.path}" is not a controller (subclass '
+                    f"runtime.workflows.ModelController and write run())",
+                )
+            controllers.append(controller)
+    return builder, controllers
 
 
 def _with_overrides(spec: Any, overrides: dict[str, Any]) -> Any:

@@ -73,13 +73,19 @@ class JobManager:
         self._thread: threading.Thread | None = None
         self._waiting_reasons: dict[str, str] = {}
         self.gpu_bookings = GpuReservations()  # GPUs of jobs started here, until sites report them
+        self._launched = threading.Condition()
+        self._launched_runners: dict[str, JobRunner] = {}  # every runner started here, by job
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "JobManager":
-        """Pick up unfinished jobs of a previous run, then schedule until stop()."""
+    def start(self, resume: bool = True) -> "JobManager":
+        """Pick up unfinished jobs of a previous run (resume a RUNNING one after its last
+        round; without `resume`, end them FAILED: a simulation's jobs do not outlive it), then
+        schedule until stop()."""
         for rec in self.store.unfinished():
-            if rec.status == JobStatus.RUNNING:
+            if not resume:
+                self._end(rec, JobStatus.FAILED, "the process that ran it ended before it did")
+            elif rec.status == JobStatus.RUNNING:
                 self._resume.add(rec.job_id)
                 log.info(f"job {rec.label()} was running when the server stopped: it resumes")
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -244,6 +250,17 @@ class JobManager:
                 raise JobStoreError(f"job {rec.label()} has already ended ({rec.status})")
         return self._job_dict(self.store.get(rec.job_id))
 
+    def fail_waiting(self, ref: str, reason: str) -> bool:
+        """End a job that waits to be scheduled FAILED with `reason` (its wait cannot end: a
+        simulation's sites never change); False if it runs or has ended."""
+        with self._lock:
+            rec = self.store.get(ref)
+            if rec.job_id in self.runners or rec.status not in (JobStatus.SUBMITTED, JobStatus.WAITING):
+                return False
+            self._waiting_reasons.pop(rec.job_id, None)
+            self._end(rec, JobStatus.FAILED, reason)
+            return True
+
     def delete_job(self, ref: str) -> dict[str, Any]:
         rec = self.store.delete(ref)
         self.events.publish("job_deleted", job_id=rec.job_id, name=rec.name)
@@ -386,15 +403,6 @@ class JobManager:
                          on_round=self._on_round, resume=resume,
                          **{"ready_timeout": self.ready_timeout, **kwargs})
 
-    def track(self, runner: JobRunner) -> None:
-        """Take over the bookkeeping of a runner made elsewhere (the simulator's) for a stored
-        job of the same id: its status and rounds go to the store, admins see it run."""
-        runner.on_status, runner.on_round = self._on_status, self._on_round
-        if runner.ctx is not None:
-            runner.ctx.on_round = lambda record: self._on_round(runner, record)
-        with self._lock:
-            self.runners[runner.job_id] = runner
-
     def _launch(self, rec: JobRecord, job: Job, sites: list[str]) -> None:
         resume = rec.job_id in self._resume
         self._resume.discard(rec.job_id)
@@ -409,6 +417,25 @@ class JobManager:
         self.runners[rec.job_id] = runner
         self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
         runner.start()
+        with self._launched:
+            self._launched_runners[rec.job_id] = runner
+            while len(self._launched_runners) > 64:  # the recent ones: whoever waits for theirs
+                self._launched_runners.pop(next(iter(self._launched_runners)))
+            self._launched.notify_all()
+
+    def runner_for(self, job_id: str, timeout: float | None = None) -> JobRunner | None:
+        """The runner of `job_id` once the scheduler has launched it (it stays known after the
+        job ends); None if the job ended without one, or after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._launched:
+            while job_id not in self._launched_runners:
+                if self.store.get(job_id).done:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._launched.wait(0.2 if left is None else min(0.2, left))
+            return self._launched_runners[job_id]
 
     def _on_status(self, runner: JobRunner, status: str, reason: str | None) -> None:
         rec = self.store.get(runner.job_id)

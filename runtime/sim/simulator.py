@@ -1,8 +1,10 @@
-"""The simulator: one server engine and N sites in this process, over the in-process transport,
-or (`processes=True`, implied by GPUs) in worker processes that reach the engine over gRPC.
+"""The simulator: a federation's server (`FederationServer`) and N sites in this process, over
+the in-process transport, or (`processes=True`, implied by GPUs) in worker processes that reach
+the server over gRPC.
 
-It is not a second implementation: the same engine, job runner, controllers, site agents and
-executors as a real federation run here; only the transport differs.
+It is not a second implementation: the job is submitted to the server's job store, scheduled,
+deployed (the sites download it), run and recorded by exactly the code a federation uses; only
+the transport, and where the sites run, differ.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Any
 
 from runtime import paths
 from runtime.client.agent import SiteAgent, SitePump
+from runtime.client.apps import DownloadedApps, SharedApps
 from runtime.client.sitelog import LogSink
-from runtime.jobs import ComponentBuilder, Job, JobError, custom_imports, load_job
+from runtime.federation.server import FederationServer, HoldsServer
+from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, load_job, unregister
 from runtime.jobs.errors import ArgError, names, render
-from runtime.server.engine import ServerEngine
-from runtime.server.job_runner import JobRunner, JobStatus
+from runtime.server.job_runner import JobRunner, JobStatus, build_server_app
 from runtime.server.sites import SiteStatus
 from runtime.sim.results import SimulationResult, site_failures
 from runtime.transport.inproc import InProcTransport
@@ -101,7 +104,7 @@ def idle_sites(job: Job, sites: list[str]) -> list[str]:
     return idle
 
 
-class Simulator:
+class Simulator(HoldsServer):
     """`prepare()` (raises JobError / SimUsageError), `start()`, then `wait()` -> result."""
 
     def __init__(
@@ -129,10 +132,11 @@ class Simulator:
             raise SimUsageError(f"--transport {transport}: expected inproc or grpc")
         self.transport_kind = transport
         self.admin_port = admin_port
-        self.manager: Any = None
-        self.admin_server: Any = None
-        self._server: Any = None
+        self.server: FederationServer | None = None
+        self.job_id: str | None = None
         self._transport: Any = None
+        self._apps = SharedApps()  # the sites of this process unpack each job once
+        self._record: Any = None  # the job's store record as the simulation ended
         self.job_folder = Path(job_folder)
         self.workspace_arg = workspace
         self.n_clients, self.clients = n_clients, clients
@@ -148,8 +152,7 @@ class Simulator:
         self.ready_timeout = ready_timeout
         self.job: Job | None = None
         self.sites: list[str] = []
-        self.engine: ServerEngine | None = None
-        self.runner: JobRunner | None = None
+        self.runner: JobRunner | None = None  # the server's runner of the job, once it runs
         self.agents: list[SiteAgent] = []
         self.pump: SitePump | None = None
         self._sink: LogSink | None = None
@@ -190,22 +193,27 @@ class Simulator:
             self.transport_kind = "grpc"
         root = Path(self.workspace_arg) if self.workspace_arg else paths.default("simulation", self.job.name)
         self.workspace = paths.ensure(root).resolve()
+        self.overrides = {"num_rounds": self.rounds} if self.rounds else None
+        self._preflight()
         # worker processes heartbeat (their host and GPU load); the in-process sites need not
-        self.engine = ServerEngine(self.workspace / "server",
-                                   heartbeat_interval=2.0 if self.processes else 5.0)
-        overrides = {"num_rounds": self.rounds} if self.rounds else None
-        self.runner = JobRunner(self.engine, self.job, self.sites, overrides=overrides,
-                                ready_timeout=self.ready_timeout)
-        self.runner.prepare()
-        if self.rounds and not any("num_rounds" in getattr(c, "__dict__", {}) for c in self.runner.controllers):
-            raise SimUsageError("--rounds: no workflow of this job has num_rounds")
-        self._check_client_apps()
-        if self.admin_port is not None:  # a job store behind the admin port, as on a server
-            from runtime.server.manager import JobManager
+        self.server = FederationServer(
+            self.workspace / "server", heartbeat_interval=2.0 if self.processes else 5.0,
+            monitor=False, max_jobs=1, ready_timeout=self.ready_timeout, schedule_interval=0.1,
+            site_log=self._site_log, fl_port=0 if self.transport_kind == "grpc" else None,
+            admin_port=self.admin_port, resume_unfinished=False).start()
 
-            self.manager = JobManager(self.engine, site_log=self._site_log)
-            self.manager.store.submit(self.job_folder, "simulator", job_id=self.runner.job_id)
-            self.manager.track(self.runner)
+    def _preflight(self) -> None:
+        """Build the server app and each client app once, before anything runs, so a config
+        error stops the run with the file and field at fault (exit 2), not a failed job."""
+        assert self.job is not None
+        _, controllers = build_server_app(self.job, "preflight", self.overrides)
+        unregister(app_key(self.job.server_app()))
+        if self.rounds and not any("num_rounds" in getattr(c, "__dict__", {}) for c in controllers):
+            raise SimUsageError("--rounds: no workflow of this job has num_rounds")
+        if not any(self.job.client_app_for(s) is not None for s in self.sites):
+            raise JobError("meta.json", "deploy_map",
+                           "no site runs this job: the deploy_map gives none of them a client app")
+        self._check_client_apps()
 
     def _check_client_apps(self) -> None:
         """Build each client app once, up front, so config errors stop the run before it starts."""
@@ -244,7 +252,16 @@ class Simulator:
         return self.workspace / site / "jobs" / job_id / "log.txt"
 
     def start(self) -> None:
-        assert self.runner is not None and self.engine is not None and self.job is not None
+        """Start the sites, then submit the job to the server, which schedules and runs it."""
+        assert self.server is not None and self.engine is not None and self.job is not None
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()  # no worker, site or port outlives a start that failed
+            raise
+
+    def _start(self) -> None:
+        assert self.server is not None and self.engine is not None and self.job is not None
         self._t0_wall = time.time()
         self._sink = LogSink()
         # bounded; with no reader it wakes no thread, and what overflows is the oldest errors
@@ -254,24 +271,38 @@ class Simulator:
         else:
             if self.transport_kind == "grpc":  # the sites reach the engine over a real gRPC port
                 from runtime.transport.grpc_client import GrpcSiteTransport
-                from runtime.transport.grpc_server import FLServer
 
-                self._server = FLServer(self.engine, "127.0.0.1", 0).start()
-                self._transport = GrpcSiteTransport(self._server.address)
+                self._transport = GrpcSiteTransport(self.server.fl_address)
             else:
                 self._transport = InProcTransport(self.engine)
             self._start_sites(self._transport)
-        if self.manager is not None:
-            from runtime.server.admin_service import AdminServer
-
-            self.admin_server = AdminServer(self.manager, "127.0.0.1", self.admin_port).start()
-            self.manager.addresses = {"admin": self.admin_server.address}
-        self.runner.start()
-        with self._lost_lock:
+        manager = self.server.manager
+        with self._lost_lock:  # a site lost from now on fails its part of the job
+            self.job_id = manager.submit_folder(self.job_folder, "simulator",
+                                                overrides=self.overrides)
             self._job_started = True
             late, self._unreported = self._unreported, []
+        self.runner = self._launched(manager)
         for site in late:  # lost before the job started: its part fails now
             self._lose(site, self.lost_sites[site], started=True)
+
+    def _launched(self, manager: Any) -> JobRunner | None:
+        """The server's runner of the job once the scheduler starts it. A simulation's sites are
+        all up (or known lost) by now, so a job the scheduler leaves WAITING would wait for
+        good: it fails at once with the scheduler's reason and the lost sites named."""
+        assert self.job_id is not None
+        while True:
+            runner = manager.runner_for(self.job_id, timeout=0.2)
+            if runner is not None:
+                return runner
+            rec = manager.store.get(self.job_id)
+            if rec.done:
+                return None
+            if rec.status == JobStatus.WAITING and rec.reason:
+                lost = "; ".join(f"{s}: {why}" for s, why in sorted(self.lost_sites.items()))
+                reason = f"the simulation cannot start the job: {rec.reason}"
+                if manager.fail_waiting(self.job_id, reason + (f"; lost: {lost}" if lost else "")):
+                    return None
 
     def _start_sites(self, transport: Any) -> None:
         """The sites as threads of this process, fed by one pump."""
@@ -280,8 +311,9 @@ class Simulator:
         n_threads = self.threads or len(self.sites)
         gate = threading.Semaphore(n_threads) if n_threads < len(self.sites) else None
         for site in self.sites:
-            agent = SiteAgent(site, transport, lambda m: job.apps[m.app_name],
-                              self.workspace / site, self._sink, gate, self._site_info(site))
+            ws = self.workspace / site
+            apps = DownloadedApps(transport, site, ws, shared=self._apps)  # as any site does
+            agent = SiteAgent(site, transport, apps, ws, self._sink, gate, self._site_info(site))
             self.agents.append(agent)
         self.pump = SitePump(transport, self.agents)
         self.pump.start()
@@ -300,12 +332,10 @@ class Simulator:
         """The sites in worker processes over gRPC on loopback; returns once every site is
         connected or known lost (its worker died or never connected: reported by site)."""
         from runtime.sim.workers import WorkerPool
-        from runtime.transport.grpc_server import FLServer
 
-        assert self.engine is not None
-        self._server = FLServer(self.engine, "127.0.0.1", 0).start()
+        assert self.server is not None
         info = {s: self._site_info(s, w) for w in self.worker_plan for s in w.sites}
-        self.pool = WorkerPool(self.worker_plan, self._server.address, self.job_folder,
+        self.pool = WorkerPool(self.worker_plan, self.server.fl_address,
                                self.workspace, info, self._worker_ended)
         self.pool.start()
         engine = self.engine
@@ -328,19 +358,33 @@ class Simulator:
             self._lose(site, why, started)
 
     def _lose(self, site: str, why: str, started: bool) -> None:
-        assert self.engine is not None and self.runner is not None
-        if started:  # (a report counts as a sign of life: it comes first, LOST after it)
-            self.engine.report_job(site, self.runner.job_id, "FAILED", why)
+        assert self.engine is not None
+        if started and self.job_id is not None:  # (a report is a sign of life: first, then LOST)
+            self.engine.report_job(site, self.job_id, "FAILED", why)
         self.engine.lose_site(site, why)
 
     def abort(self, by: str = "user") -> None:
         if self.runner is not None:
             self.runner.abort(by)
+        elif self.job_id is not None and self.manager is not None:
+            try:
+                self.manager.abort_job(self.job_id, by)
+            except Exception:  # noqa: BLE001 - it ended meanwhile
+                pass
+
+    @property
+    def done(self) -> bool:
+        """The job has ended (or never ran)."""
+        if self.runner is not None:
+            return self.runner.done
+        if self.job_id is None or self._record is not None:
+            return True
+        return self.manager.store.get(self.job_id).done
 
     def wait(self, timeout: float | None = None) -> SimulationResult:
-        assert self.runner is not None
         try:
-            self.runner.wait(timeout)
+            if self.runner is not None:
+                self.runner.wait(timeout)
         finally:
             self.shutdown()
         return self.result()
@@ -355,19 +399,18 @@ class Simulator:
             time.sleep(0.05)
         if self.pump is not None:
             self.pump.request_stop()
-        if self.engine is not None:
-            self.engine.close()  # wakes the pump
+        if self.server is not None:
+            self.server.quiesce()  # wakes the pump
         if self.pump is not None:
             self.pump.stop()
         for agent in self.agents:
             agent.stop(timeout=5)
-        if self._server is not None:
-            if self._transport is not None:
-                self._transport.close()
-            self._server.stop(0)
-        if self.admin_server is not None:
-            self.admin_server.stop(0.5)
-            self.manager.store.close()
+        if self._transport is not None:
+            self._transport.close()
+        if self.server is not None:
+            if self.job_id is not None and self._record is None:
+                self._record = self.server.manager.store.get(self.job_id)  # kept for result()
+            self.server.close(0.5 if self.admin_server is not None else 0)
         if self._sink is not None:
             self._sink.close()
         if self._errors is not None:
@@ -390,8 +433,10 @@ class Simulator:
         )
 
     def result(self) -> SimulationResult:
-        assert self.runner is not None and self.job is not None
+        assert self.job is not None
         r = self.runner
+        if r is None:
+            return self._result_without_a_run()
         import json
 
         records = [json.loads(p.read_text()) for p in sorted(r.workspace.rounds_dir.glob("round_*.json"))]
@@ -411,10 +456,28 @@ class Simulator:
             idle_sites=list(self.idle_sites),
         )
 
+    def _result_without_a_run(self) -> SimulationResult:
+        """The job ended before the server ran it (it could not be prepared there)."""
+        assert self.job is not None and self.manager is not None
+        job_id = self.job_id or "-"
+        rec = self._record
+        if rec is None and self.job_id is not None and self.server is not None \
+                and not self.server.closed:
+            rec = self.manager.store.get(self.job_id)
+        job_dir = self.workspace / "server" / "jobs" / job_id
+        return SimulationResult(
+            job_id=job_id, job_name=self.job.name, status=rec.status if rec else JobStatus.FAILED,
+            reason=rec.reason if rec else "the job was not submitted", failed_sites=[],
+            failure_details={}, rounds_completed=0, total_rounds=None,
+            wall_time=max(0.0, time.time() - self._t0_wall), metrics={}, workspace=self.workspace,
+            job_dir=job_dir, result_dir=job_dir / "result", server_log=job_dir / "logs" / "server.log",
+            site_log_pattern=str(self.workspace / "{site}" / "jobs" / job_id / "log.txt"),
+            lost_sites=dict(self.lost_sites), site_failures={}, idle_sites=list(self.idle_sites))
+
     def _site_errors(self) -> dict[str, str]:
         """Each site's last task error so far (from the task_result events)."""
         if self._errors is not None:
-            job_id = self.runner.job_id if self.runner is not None else None
+            job_id = self.job_id
             for ev in self._errors.drain():
                 if ev.get("type") == "task_result" and not ev.get("ok") and ev.get("job_id") == job_id:
                     self._last_errors[ev["site"]] = ev.get("error") or ""

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.client.agent import SiteAgent, SitePump
+from runtime.client.apps import DownloadedApps, SharedApps
 from runtime.client.backoff import Backoff
 from runtime.client.job_process import control_socket
 from runtime.client.sitelog import LogSink
-from runtime.jobs import load_job
 from runtime.transport.base import TransportError
 from runtime.transport.grpc_client import GrpcSiteTransport
 
@@ -108,15 +108,23 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, quick)  # (Ctrl-C at a terminal never reaches this session)
-    job = load_job(args.job_folder)
     infos: dict[str, dict[str, Any]] = json.loads(args.info) if args.info else {}
     sites = [s for s in args.sites.split(",") if s]
     workspace = Path(args.workspace)
+    for site in sites:  # a site that cannot have its folder cannot start: say so, exit 1
+        try:
+            (workspace / site).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"{site}: its workspace {workspace / site} cannot be made: {e}",
+                  file=sys.stderr, flush=True)
+            return 1
     transport = GrpcSiteTransport(args.server)
     sink = LogSink()
     gate = threading.Semaphore(1) if len(sites) > 1 else None  # the sites take turns here
-    agents = [SiteAgent(site, transport, lambda m: job.apps[m.app_name], workspace / site, sink,
-                        gate, infos.get(site, {})) for site in sites]
+    shared = SharedApps()  # the sites of this worker download each job, unpack it once
+    agents = [SiteAgent(site, transport, DownloadedApps(transport, site, workspace / site,
+                                                        shared=shared),
+                        workspace / site, sink, gate, infos.get(site, {})) for site in sites]
     for agent in agents:
         if not _register(agent, stop):
             return 0
@@ -143,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Host simulated sites in a worker process "
                                             "(started by the simulator).")
     p.add_argument("--server", required=True, help="the simulator's site port, HOST:PORT")
-    p.add_argument("--job-folder", required=True)
     p.add_argument("--workspace", required=True, help="the simulation's workspace")
     p.add_argument("--sites", required=True, help="comma-separated names of the sites hosted here")
     p.add_argument("--info", help="JSON: site -> the info its scripts see (system_info)")

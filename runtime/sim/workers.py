@@ -86,12 +86,11 @@ class WorkerPool:
     """Starts the planned workers against `server_address`; `on_exit(worker, why)` is called
     (on a watcher thread) when one ends before `stop()`."""
 
-    def __init__(self, workers: list[Worker], server_address: str, job_folder: Path,
+    def __init__(self, workers: list[Worker], server_address: str,
                  workspace: Path, site_info: dict[str, dict[str, Any]],
                  on_exit: Callable[[Worker, str], None], end_grace: float = 10.0) -> None:
         self.workers = workers
         self.server_address = server_address
-        self.job_folder = Path(job_folder).resolve()
         self.workspace = Path(workspace)
         self.site_info = site_info
         self.on_exit = on_exit
@@ -108,7 +107,7 @@ class WorkerPool:
         mine, theirs = socket.socketpair()
         info = {s: self.site_info.get(s, {}) for s in w.sites}
         cmd = [sys.executable, "-m", "runtime.sim.worker", "--server", self.server_address,
-               "--job-folder", str(self.job_folder), "--workspace", str(self.workspace),
+               "--workspace", str(self.workspace),
                "--sites", ",".join(w.sites), "--info", json.dumps(info),
                "--end-grace", str(self.end_grace), "--control-fd", str(theirs.fileno())]
         env = dict(os.environ)

@@ -186,13 +186,13 @@ def test_a_killed_worker_fails_the_job_when_min_clients_cannot_be_met(tmp_path, 
 
 
 def test_workers_that_cannot_start_are_reported_by_site(tmp_path):
-    """The job folder vanishes between the check and the start: every worker fails to load it;
-    the CLI names each worker's sites and the error from its stderr, and exits 1 at once."""
+    """Every site's workspace is a file, not a folder: every worker fails as it starts; the
+    result names each worker's sites and the error from its stderr, at once."""
     job = copy_job(HELLO_NUMPY, tmp_path)
     simulator = Simulator(job, workspace=tmp_path / "ws", n_clients=4, threads=2, processes=True)
     simulator.prepare()
-    (job / "meta.json").unlink()
-    (job / "app").rename(tmp_path / "moved")
+    for i in range(1, 5):
+        (tmp_path / "ws" / f"site-{i}").write_text("not a folder\n")
     t0 = time.monotonic()
     simulator.start()
     result = simulator.wait(60)
@@ -201,7 +201,7 @@ def test_workers_that_cannot_start_are_reported_by_site(tmp_path):
     assert sorted(result.lost_sites) == ["site-1", "site-2", "site-3", "site-4"]
     why = result.lost_sites["site-2"]
     assert "worker 2 (pid" in why and "sites site-2, site-4) exited with code 1" in why, why
-    assert "app" in why  # the load error from the worker's stderr
+    assert "site-2: its workspace" in why and "cannot be made" in why  # from its stderr
 
 
 def test_cli_summary_names_the_lost_sites(tmp_path, jobs):
