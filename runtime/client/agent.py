@@ -25,6 +25,7 @@ from runtime.transport.base import (
     JobEnd,
     JobStart,
     JobState,
+    NotRegistered,
     SiteCommand,
     SiteMessage,
     SiteTransport,
@@ -142,7 +143,7 @@ class SiteAgent:
             except TransportError as e:
                 if self._stop.is_set():
                     break
-                if "not registered" in str(e):
+                if isinstance(e, NotRegistered):
                     self.registered = False  # the server restarted and forgot us
                 delay = backoff.delay()
                 self.logger.warning(f"server unreachable ({e}); retrying in {delay:.1f}s")
@@ -161,7 +162,7 @@ class SiteAgent:
                 info = self.heartbeat_info()  # GPU processes are named by the job_pids' jobs
                 self.transport.heartbeat(self.name, {**info, **load_report(info.get("job_pids"))})
             except TransportError as e:
-                if "not registered" in str(e):
+                if isinstance(e, NotRegistered):
                     self.registered = False
                 self.logger.warning(f"heartbeat failed: {e}")
 

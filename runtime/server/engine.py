@@ -23,6 +23,8 @@ from runtime.transport.base import (
     JobEnd,
     JobStart,
     JobState,
+    NotRegistered,
+    ServerClosing,
     SiteMessage,
     TaskAssignment,
     TaskResult,
@@ -98,9 +100,11 @@ class ServerEngine:
     def heartbeat(self, site: str, info: dict[str, Any]) -> dict[str, Any]:
         rec = self._touch(site)
         rec.info.update(info)
-        if rec.status != SiteStatus.CONNECTED:
-            rec.status = SiteStatus.CONNECTED
-            self.events.publish("site_status", site=site, status=rec.status)
+        with self.sites.status_lock:  # the change and its event together (see SiteRegistry)
+            if rec.status != SiteStatus.CONNECTED:  # a site that said goodbye beats again
+                previous, rec.status = rec.status, SiteStatus.CONNECTED
+                self.events.publish("site_status", site=site, status=rec.status,
+                                    previous=previous)
         self.events.publish("heartbeat", site=site, info=info)
         return {"heartbeat_interval": self.heartbeat_interval}
 
@@ -124,7 +128,7 @@ class ServerEngine:
         if msg is not None:
             return msg
         if self._closed:
-            raise TransportError("the server is shutting down")
+            raise ServerClosing()
         return None
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
@@ -144,7 +148,7 @@ class ServerEngine:
         finally:
             self._seen(polling, polling=-1)
         if not ready and self._closed:
-            raise TransportError("the server is shutting down")
+            raise ServerClosing()
         for site in ready:
             rec = self._site(site)
             with rec.cond:
@@ -420,7 +424,7 @@ class ServerEngine:
     def _site(self, site: str):
         rec = self.sites.get(site)
         if rec is None:
-            raise TransportError(f"site {site!r} is not registered; call register first")
+            raise NotRegistered(f"site {site!r} is not registered; call register first")
         return rec
 
     # ---- liveness (see runtime.server.heartbeat) ---------------------------------------------

@@ -76,14 +76,15 @@ class EventBus:
         self._subs: list[Subscription] = []
 
     def publish(self, type: str, **fields: Any) -> Event:
+        # delivered under the lock that numbers it: every watcher sees the seqs in order (an
+        # offer only appends to a bounded queue, so a slow watcher still slows no one)
         with self._lock:
             self._seq += 1
             event = {"seq": self._seq, "ts": time.time(), "type": type, **fields}
             if type not in self._transient:
                 self._history.append(event)
-            subs = list(self._subs)
-        for sub in subs:
-            sub._offer(event)
+            for sub in self._subs:
+                sub._offer(event)
         return event
 
     def subscribe(

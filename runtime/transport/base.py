@@ -26,6 +26,19 @@ class TransportError(RuntimeError):
         self.retryable = retryable
 
 
+class NotRegistered(TransportError):
+    """The server does not know the calling site (it restarted, or an operator removed the
+    site): register again. A gRPC transport carries it as NOT_FOUND."""
+
+
+class ServerClosing(TransportError):
+    """The server is shutting down: the same call may succeed against the next server. A gRPC
+    transport carries it as UNAVAILABLE."""
+
+    def __init__(self, message: str = "the server is shutting down") -> None:
+        super().__init__(message, retryable=True)
+
+
 @dataclass
 class JobStart:
     """Server -> site: deploy this job's client app and report when ready."""

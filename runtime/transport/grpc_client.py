@@ -17,6 +17,7 @@ from runtime.transport.base import (
     TaskAssignment,
     TaskResult,
     TransportError,
+    NotRegistered,
 )
 from runtime.transport.frames import data_frame, decode_frame, header_frame
 from runtime.transport.grpc_server import MAX_MESSAGE, SERVICE
@@ -37,8 +38,10 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 def _error(e: grpc.RpcError) -> TransportError:
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
-    return TransportError(f"{details} ({code.name if code else 'rpc error'})",
-                          retryable=code in _RETRYABLE)
+    text = f"{details} ({code.name if code else 'rpc error'})"
+    if code == grpc.StatusCode.NOT_FOUND:  # the server's NotRegistered: register again
+        return NotRegistered(text)
+    return TransportError(text, retryable=code in _RETRYABLE)
 
 
 def _json_text(value: Any, what: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any, Iterable, Iterator
 import grpc
 
 from runtime.proto import fl_pb2
-from runtime.transport.base import (FLHandler, JobEnd, JobStart, SiteCommand, SiteMessage, TaskAssignment,
-                                    TaskResult, TransportError)
+from runtime.transport.base import (FLHandler, JobEnd, JobStart, NotRegistered, ServerClosing,
+                                    SiteCommand, SiteMessage, TaskAssignment, TaskResult,
+                                    TransportError)
 from runtime.transport.frames import data_frame, decode_frame, header_frame
 from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
 from runtime.transport.health import EXCLUSIVE_PORT, ServingPort
@@ -66,7 +67,8 @@ def _json(text: str, what: str) -> Any:
 
 class FLServicer:
     """Thin: every method authenticates the site, unpacks, calls the handler, packs.
-    TransportError -> FAILED_PRECONDITION (or UNAVAILABLE when the server shuts down); bad input
+    TransportError -> FAILED_PRECONDITION (NotRegistered -> NOT_FOUND, ServerClosing ->
+    UNAVAILABLE); bad input
     -> INVALID_ARGUMENT; over a limit -> RESOURCE_EXHAUSTED; another site's name ->
     PERMISSION_DENIED; no usable certificate -> UNAUTHENTICATED."""
 
@@ -86,10 +88,14 @@ class FLServicer:
             code = e.code
         elif isinstance(e, WireLimitError):
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        elif isinstance(e, ServerClosing):
+            code = grpc.StatusCode.UNAVAILABLE
+        elif isinstance(e, NotRegistered):
+            code = grpc.StatusCode.NOT_FOUND
+        elif isinstance(e, (WireError, ValueError)) and not isinstance(e, TransportError):
+            code = grpc.StatusCode.INVALID_ARGUMENT
         else:
-            code = grpc.StatusCode.UNAVAILABLE if "shutting down" in text else (
-                grpc.StatusCode.INVALID_ARGUMENT if isinstance(e, (WireError, ValueError))
-                and not isinstance(e, TransportError) else grpc.StatusCode.FAILED_PRECONDITION)
+            code = grpc.StatusCode.FAILED_PRECONDITION
         context.abort(code, text)
 
     def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, why: str) -> None:

@@ -13,6 +13,7 @@ from runtime.transport import (
     JobEnd,
     JobStart,
     JobState,
+    NotRegistered,
     TaskAssignment,
     TaskResult,
     TransportError,
@@ -37,11 +38,16 @@ def test_register_then_poll_returns_none_when_idle(wired):
 
 
 def test_unregistered_site_is_refused(wired):
+    """A typed refusal, whatever the transport: a site tells 'register again' from any other
+    error by its type, never by its text."""
     _, t = wired
-    with pytest.raises(TransportError, match="not registered"):
+    with pytest.raises(NotRegistered, match="not registered"):
         t.poll("ghost", 0.01)
-    with pytest.raises(TransportError, match="not registered"):
+    with pytest.raises(NotRegistered, match="not registered"):
         t.heartbeat("ghost", {})
+    with pytest.raises(TransportError) as other:
+        t.register("", {})
+    assert not isinstance(other.value, NotRegistered)
 
 
 def test_messages_arrive_in_order(wired):
@@ -222,8 +228,9 @@ def test_polling_a_closed_server_fails_fast(wired):
     t.register("site-1", {})
     engine.close()
     t0 = time.monotonic()
-    with pytest.raises(TransportError, match="shutting down"):
+    with pytest.raises(TransportError, match="shutting down") as closing:
         t.poll("site-1", 60)
+    assert closing.value.retryable  # the next server may answer the same call
     with pytest.raises(TransportError, match="shutting down"):
         t.poll_many({"site-1"}, 60)
     assert time.monotonic() - t0 < 30  # not after the 60 s poll timeouts

@@ -427,3 +427,25 @@ def test_engine_runs_the_monitor_only_when_asked(tmp_path):
     assert not eng.monitor.running
     assert _monitor_threads() == []
     eng.close()  # idempotent
+
+
+def test_status_changes_and_their_events_agree_under_racing_heartbeats_and_goodbyes(engine, statuses):
+    """A heartbeat racing a goodbye: whatever order they land in, the last site_status event
+    a watcher sees is the site's status (a change and its event happen under one lock)."""
+    engine.register("site-1", {})
+    for _ in range(200):
+        go = threading.Barrier(2)
+
+        def beat() -> None:
+            go.wait()
+            engine.heartbeat("site-1", {})
+
+        t = threading.Thread(target=beat)
+        t.start()
+        go.wait()
+        engine.goodbye("site-1")
+        t.join()
+        last = [ev for ev in statuses.drain() if ev["type"] == "site_status"][-1]
+        assert last["status"] == _status(engine, "site-1")
+        if last["status"] == SiteStatus.CONNECTED:  # back from a goodbye: it says from what
+            assert last.get("previous") == SiteStatus.DISCONNECTED
