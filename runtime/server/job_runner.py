@@ -165,6 +165,14 @@ class JobRunner:
             raise JobError("meta.json", "deploy_map",
                            "no site runs this job: the deploy_map gives none of them a client app")
 
+    def release(self) -> None:
+        """Let go of what `prepare()` took (the server app's custom imports), for a runner
+        that will not start."""
+        try:
+            unregister(app_key(self.job.server_app()))
+        except JobError:
+            pass  # no server app: prepare() took nothing
+
     def start(self) -> None:
         if self.ctx is None:
             self.prepare()

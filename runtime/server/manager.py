@@ -73,6 +73,7 @@ class JobManager:
         self._thread: threading.Thread | None = None
         self._waiting_reasons: dict[str, str] = {}
         self.gpu_bookings = GpuReservations()  # GPUs of jobs started here, until sites report them
+        self._starting: dict[str, threading.Thread] = {}  # job id -> its launch, being built
         self._launched = threading.Condition()
         self._launched_runners: dict[str, JobRunner] = {}  # every runner started here, by job
 
@@ -99,6 +100,7 @@ class JobManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.settle(timeout)  # a launch under way starts nothing now: its job stays stored
         with self._lock:
             runners = list(self.runners.values())
         for r in runners:
@@ -334,17 +336,20 @@ class JobManager:
                 log.exception("scheduler pass failed")
 
     def schedule_once(self) -> None:
-        """Reap finished runners, then start what can start (oldest first)."""
+        """Reap finished runners, then start what can start (oldest first). A job's components
+        are built on a launch thread of its own, outside the scheduler's lock: a slow
+        constructor holds up neither other jobs nor admin calls (`settle()` waits for them)."""
         with self._lock:
             for job_id in [j for j, r in self.runners.items() if r.done]:
                 del self.runners[job_id]
                 self.gpu_bookings.end(job_id, {site.name: site.info.get("gpu_alloc")
                                                for site in self.engine.sites.all()})
             for rec in self.store.unfinished():
-                if rec.job_id in self.runners:
+                if rec.job_id in self.runners or rec.job_id in self._starting:
                     continue
-                if len(self.runners) >= self.max_jobs:
-                    self._wait(rec, f"waiting for a free run slot: {len(self.runners)} of "
+                busy = len(self.runners) + len(self._starting)
+                if busy >= self.max_jobs:
+                    self._wait(rec, f"waiting for a free run slot: {busy} of "
                                     f"{self.max_jobs} jobs running")
                     continue
                 try:
@@ -356,7 +361,27 @@ class JobManager:
                 if sites is None:
                     self._wait(rec, why)
                     continue
-                self._launch(rec, job, sites)
+                self._waiting_reasons.pop(rec.job_id, None)
+                self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
+                launch = threading.Thread(target=self._launch, args=(rec, job, sites),
+                                          name=f"launch-{rec.short_id}", daemon=True)
+                self._starting[rec.job_id] = launch
+                launch.start()
+
+    def settle(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the jobs being launched are running or have failed to start; False if
+        some are still being built after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                launches = list(self._starting.values())
+            if not launches:
+                return True
+            for t in launches:
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._lock:
+                    return not self._starting
 
     def _placement(self, job: Job) -> tuple[list[str] | None, str]:
         """The connected sites to run `job` on, or None and why it must wait."""
@@ -404,19 +429,32 @@ class JobManager:
                          **{"ready_timeout": self.ready_timeout, **kwargs})
 
     def _launch(self, rec: JobRecord, job: Job, sites: list[str]) -> None:
+        """On a launch thread: build the job's components (no lock held), then start it unless
+        it was aborted meanwhile or the manager is stopping (it then stays in the store for
+        the next start)."""
         resume = rec.job_id in self._resume
-        self._resume.discard(rec.job_id)
-        self._waiting_reasons.pop(rec.job_id, None)
         overrides = rec.extra.get("overrides") if isinstance(rec.extra.get("overrides"), dict) else None
         runner = self.make_runner(rec.job_id, job, sites, resume=resume, overrides=overrides)
         try:
             runner.prepare()
         except (JobError, Exception) as e:  # noqa: BLE001 - a job that cannot build fails alone
-            self._end(rec, JobStatus.FAILED, f"the job could not be prepared: {e}")
+            with self._lock:
+                self._starting.pop(rec.job_id, None)
+                self.gpu_bookings.end(rec.job_id, {})
+                if not self.store.get(rec.job_id).done:
+                    self._end(rec, JobStatus.FAILED, f"the job could not be prepared: {e}")
+            runner.release()
+            self._wake.set()
             return
-        self.runners[rec.job_id] = runner
-        self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
-        runner.start()
+        with self._lock:
+            self._starting.pop(rec.job_id, None)
+            if self._stop.is_set() or self.store.get(rec.job_id).done:
+                self.gpu_bookings.end(rec.job_id, {})
+                runner.release()
+                return
+            self._resume.discard(rec.job_id)
+            self.runners[rec.job_id] = runner
+            runner.start()
         with self._launched:
             self._launched_runners[rec.job_id] = runner
             while len(self._launched_runners) > 64:  # the recent ones: whoever waits for theirs

@@ -281,6 +281,7 @@ def test_the_scheduler_books_gpus_it_starts_and_a_job_that_waits_holds_up_no_lat
         small = manager.submit_folder(_job(tmp_path, "small", {"@ALL": {"num_of_gpus": 1}}), "t")
         later = manager.submit_folder(_job(tmp_path, "later", {"@ALL": {"num_of_gpus": 1}}), "t")
         manager.schedule_once()
+        assert manager.settle()
         jobs = {j["job_id"]: j for j in manager.list_jobs()}
         assert jobs[big]["status"] == "WAITING"
         assert jobs[big]["reason"] == ("waiting for GPUs: site-1 needs 2 GPU(s), 1 of 2 free "
@@ -290,10 +291,12 @@ def test_the_scheduler_books_gpus_it_starts_and_a_job_that_waits_holds_up_no_lat
                                          f"(GPU 0 held by job elsewher, GPU 1 reserved for job {small[:8]})")
         engine.heartbeat("site-1", {"gpu_alloc": {"elsewhere": [0], small: [1]}})
         manager.schedule_once()
+        assert manager.settle()
         assert manager.gpu_bookings.for_site("site-1") == []  # the site reported it
         assert manager.get_job(later)["reason"].endswith(f"(GPU 0 held by job elsewher, GPU 1 held by job {small[:8]})")
         engine.heartbeat("site-1", {"gpu_alloc": {}})  # everything freed
         manager.schedule_once()
+        assert manager.settle()
         assert big in manager.runners and later not in manager.runners  # oldest first again
     finally:
         manager.stop(abort_running=True, timeout=10)

@@ -54,3 +54,24 @@ def make_filter(strength: float = 0.5) -> dict:
 
 
 NOT_CALLABLE = 42
+
+
+class Gate:
+    """entered: a constructor is waiting on it; release: let it go on."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered, self.release = threading.Event(), threading.Event()
+
+
+GATES: dict[str, Gate] = {}  # name -> gate, set up by a test before the job is built
+
+
+class GatedComponent:
+    """A server component whose constructor waits for its test (a slow constructor)."""
+
+    def __init__(self, gate: str) -> None:
+        GATES[gate].entered.set()
+        if not GATES[gate].release.wait(60):
+            raise TimeoutError(f"gate {gate} was never released")
