@@ -74,7 +74,7 @@ def load_startup(kit_dir: str) -> tuple[object, dict, object]:
 
     from provisioning import KitError, load_kit
     from provisioning.policy import Policy, PolicyError, load_policy
-    from runtime.server.process import ServerConfig
+    from runtime.federation.process import ServerConfig
 
     try:
         kit = load_kit(kit_dir)
@@ -103,7 +103,7 @@ def load_startup(kit_dir: str) -> tuple[object, dict, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.server.process import ServerConfig, ServerProcess
+    from runtime.federation.process import ServerConfig, ServerProcess
 
     if args.insecure and args.startup:
         print("error: --insecure and --startup exclude each other", file=sys.stderr)

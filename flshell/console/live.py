@@ -89,24 +89,6 @@ def _status_event(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def follow_log(r: "Runner", ref: str, site: str | None, lines: int) -> Iterator[str]:
-    """Session.tail_log(follow=True), but cancellable: r.cancel() ends the gRPC call at once.
-    (Session.tail_log keeps its call inside a generator, where another thread cannot reach it.)"""
-    import grpc
-
-    from runtime.proto import admin_pb2
-
-    session = r.session
-    call = session.stub.TailLog(admin_pb2.TailRequest(job=ref, site=site or "", lines=lines, follow=True))
-    pending = ""
-    with r.cancellable(call.cancel):
-        try:
-            for chunk in call:
-                *complete, pending = (pending + chunk.text).split("\n")
-                yield from complete
-            if pending:
-                yield pending
-        except grpc.RpcError as e:
-            if not r.cancelled:
-                raise session._error(e) from None
-        finally:
-            call.cancel()
+    """Session.tail_log(follow=True), cancellable: r.cancel() closes the stream at once."""
+    with r.session.tail_log(ref, site, lines=lines, follow=True) as stream, r.cancellable(stream.close):
+        yield from stream

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
-from runtime.admin.errors import AdminError, NotFound, Refused, ServerUnreachable, UnknownJob
+from runtime.admin.errors import AdminError, NotFound, Refused, ServerUnreachable, UnknownJob, Unsupported
 from runtime.admin.session import Event
 
 # The events the TUI listens to (everything but per-batch metric counts and raw log lines).
@@ -85,40 +85,6 @@ class DataSource(Protocol):
 # ---- live: an admin Session -------------------------------------------------------------------
 
 
-class _GrpcLines:
-    """A TailLog call read as lines; cancelling the call (close) ends the iteration."""
-
-    def __init__(self, session: Any, call: Any) -> None:
-        self._session, self._call = session, call
-        self._lines = self._read()
-        self._closed = False
-
-    def _read(self) -> Iterator[str]:
-        import grpc
-
-        pending = ""
-        try:
-            for chunk in self._call:
-                *complete, pending = (pending + chunk.text).split("\n")
-                yield from complete
-            if pending:
-                yield pending
-        except grpc.RpcError as e:
-            if not self._closed:
-                # Session._error maps status codes and the server's error kinds to AdminErrors
-                raise self._session._error(e) from None
-
-    def __iter__(self) -> "_GrpcLines":
-        return self
-
-    def __next__(self) -> str:
-        return next(self._lines)
-
-    def close(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-
 class SessionSource:
     """A live server through runtime.admin.Session (thread-safe, so workers share it)."""
 
@@ -132,18 +98,14 @@ class SessionSource:
     def load(self) -> Snapshot:
         try:
             info = self.session.system_info()
-        except ServerUnreachable:
-            raise
-        except AdminError:  # an older server without it: the rest still shows
+        except Unsupported:  # an older server without it: the rest still shows
             info = {}
         jobs, sites = self.session.list_jobs(), self.session.list_sites()
         history: dict[str, dict[int, dict[str, list[Any]]]] = {}
         if any((s.get("info") or {}).get("gpus") for s in sites):
             try:
                 history = self.session.gpu_history()
-            except ServerUnreachable:
-                raise
-            except AdminError:  # an older server: the sparklines start from the next heartbeat
+            except Unsupported:  # an older server: the sparklines start from the next heartbeat
                 history = {}
         return Snapshot(jobs, sites, info, history)
 
@@ -154,14 +116,9 @@ class SessionSource:
         return self.session.get_job(ref)
 
     def tail_log(self, ref: str, site: str | None, lines: int = 200, follow: bool = True) -> LogStream:
-        """Like Session.tail_log, but closable from another thread (a worker blocked on a quiet
+        """Session.tail_log: its stream closes from another thread (a worker blocked on a quiet
         log must end when the user looks elsewhere)."""
-        from runtime.proto import admin_pb2
-
-        call = self.session.stub.TailLog(
-            admin_pb2.TailRequest(job=ref, site=site or "", lines=lines, follow=follow),
-            timeout=None if follow else self.session.timeout * 4)
-        return _GrpcLines(self.session, call)
+        return self.session.tail_log(ref, site, lines=lines, follow=follow)
 
     def submit_job(self, folder: str) -> str:
         return self.session.submit_job(folder)

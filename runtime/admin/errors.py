@@ -7,7 +7,11 @@ class AdminError(Exception):
     """An admin call failed; the message says why and, where it can, what to do."""
 
 
-class UnknownJob(AdminError):
+class NotFound(AdminError):
+    """What the call names is not on the server: a job (UnknownJob), a site's log of a job..."""
+
+
+class UnknownJob(NotFound):
     """No job on the server matches the id or prefix."""
 
 
@@ -31,17 +35,22 @@ class BadArgument(AdminError):
     """A call's arguments were refused (an unknown status name, a negative limit...)."""
 
 
-class NotFound(AdminError):
-    """Something other than a job is missing, e.g. a site's log for a job."""
-
-
 class Denied(AdminError):
     """The server's authorization policy refuses this admin the command ("member cannot
     submit_job"), or the admin's certificate is not accepted on the admin port."""
 
 
-class ServerUnreachable(AdminError):
+class Unavailable(AdminError):
+    """The server cannot answer now (not running, unreachable, overloaded): try again later."""
+
+
+class ServerUnreachable(Unavailable):
     """The server's admin port did not answer: it is not running, or the address is wrong."""
+
+
+class Unsupported(AdminError):
+    """The server does not offer this call or feature (an older flshell): the caller can do
+    without it. `Session.features` says what a server offers before anything is called."""
 
 
 # The "flshell-error" trailing metadata the admin service sends -> the error to raise.

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import grpc
 
-from runtime.admin.errors import ERROR_KINDS, AdminError, BadUpload, Denied, ServerUnreachable
+from runtime.admin.errors import (ERROR_KINDS, AdminError, BadUpload, Denied, ServerUnreachable,
+                                  Unsupported)
 from runtime.jobs.upload import UploadError, pack_job
 from runtime.proto import admin_pb2, admin_pb2_grpc
 from runtime.transport.grpc_server import MAX_MESSAGE
@@ -75,6 +76,47 @@ class EventStream:
         self._call.cancel()
 
     def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LogStream:
+    """The lines of one TailLog call, without line ends: iterate it; `close()` (from any
+    thread, or by leaving a `with`) ends the call and the iteration at once."""
+
+    def __init__(self, session: "Session", call: Any) -> None:
+        self._session = session
+        self._call = call
+        self._closed = False
+        self._lines = self._read()
+
+    def _read(self) -> Iterator[str]:
+        pending = ""
+        try:
+            for chunk in self._call:
+                *complete, pending = (pending + chunk.text).split("\n")
+                yield from complete
+            if pending:
+                yield pending
+        except grpc.RpcError as e:
+            if not (self._closed or self._session._closed):
+                raise self._session._error(e) from None
+        finally:
+            self._call.cancel()
+
+    def __iter__(self) -> "LogStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._lines)
+
+    def close(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    def __enter__(self) -> "LogStream":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,8 +189,8 @@ class Session:
             return ServerUnreachable(f"server unreachable at {self.address}: no answer within "
                                      f"{self.timeout:g} s; is the server running and not overloaded?")
         if code == grpc.StatusCode.UNIMPLEMENTED:
-            return AdminError(f"the server at {self.address} does not offer this call ({details}); "
-                              "is it an older flshell?")
+            return Unsupported(f"the server at {self.address} does not offer this call ({details}); "
+                               "is it an older flshell?")
         return AdminError(f"{details} ({code.name if code else 'rpc error'})")
 
     def _check_open(self) -> None:
@@ -310,23 +352,14 @@ class Session:
                           user=self.user)
 
     def tail_log(self, ref: str, site: str | None = None, lines: int = 50,
-                 follow: bool = False) -> Iterator[str]:
+                 follow: bool = False) -> "LogStream":
         """The last `lines` lines (negative: all) of the job's server log, or of `site`'s log,
-        without line ends; with `follow`, then the lines appended until the job is done."""
+        without line ends; with `follow`, then the lines appended until the job is done.
+        Iterate the returned LogStream; `close()` it from any thread to stop at once."""
         self._check_open()
         call = self.stub.TailLog(admin_pb2.TailRequest(job=ref, site=site or "", lines=lines, follow=follow),
                                  timeout=None if follow else self.timeout * 4)
-        pending = ""
-        try:
-            for chunk in call:
-                *complete, pending = (pending + chunk.text).split("\n")
-                yield from complete
-            if pending:
-                yield pending
-        except grpc.RpcError as e:
-            raise self._error(e) from None
-        finally:
-            call.cancel()
+        return LogStream(self, call)
 
     def watch(self, since: int | None = None, types: Iterable[str] | None = None) -> "EventStream":
         """Subscribe to the server's events and return them as an iterator of Event. When this

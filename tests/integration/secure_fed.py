@@ -50,7 +50,7 @@ def make_prod(root: Path) -> Path:
 def start_server(prod: Path, workspace: Path, **config: Any):
     """A ServerProcess with the server kit: mutual TLS on both ports (free ports), the kit's
     policy, audit.log in `workspace`."""
-    from runtime.server.process import ServerConfig, ServerProcess
+    from runtime.federation.process import ServerConfig, ServerProcess
 
     kit = load_kit(prod / SERVER)
     policy = load_policy(kit.local / "authorization.json")

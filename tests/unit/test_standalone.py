@@ -14,7 +14,7 @@ RUNTIME_MODULES = [
     "runtime.server.engine", "runtime.server.job_runner", "runtime.workflows",
     "runtime.client", "runtime.client.agent", "runtime.client.executors", "runtime.sim.simulator",
     "runtime.admin", "runtime.server.admin_service", "runtime.server.manager",
-    "runtime.server.process", "runtime.transport.health", "runtime.client.job_process",
+    "runtime.federation.process", "runtime.transport.health", "runtime.client.job_process",
     "runtime.client.process_agent", "provisioning",
 ]
 
