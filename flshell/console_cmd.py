@@ -64,13 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def version() -> str:
     """flshell's version, from the installed package's metadata."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as package_version
+    from runtime.version import version as runtime_version
 
-    try:
-        return package_version("flshell")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
+    return runtime_version()
 
 
 def _embedded(args: argparse.Namespace) -> bool:
@@ -85,7 +81,7 @@ def _local_workspace(args: argparse.Namespace) -> Path:
 def _address(args: argparse.Namespace) -> tuple[str | None, str]:
     """(address, description) of the server to attach to; (None, ...) for the embedded one."""
     if args.poc is not None:
-        from flshell.poc import PocError, admin_address
+        from runtime.federation.poc import PocError, admin_address
 
         try:
             return admin_address(args.poc), f"the POC in {args.poc}"
@@ -117,7 +113,7 @@ def open_session(args: argparse.Namespace, address: str):
 
     kit = getattr(args, "startup", None)
     if kit is None and getattr(args, "poc", None) is not None:
-        from flshell.poc import admin_kit
+        from runtime.federation.poc import admin_kit
 
         kit = admin_kit(args.poc)  # None for an insecure POC
     if kit is not None:

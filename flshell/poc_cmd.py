@@ -22,7 +22,7 @@ examples:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from flshell.poc import DEFAULT_DIR
+    from runtime.federation.poc import DEFAULT_DIR
 
     p = sub.add_parser("poc", help="a local federation (server + sites) in background processes",
                        description="Prepare, start and stop a proof-of-concept federation on "
@@ -61,7 +61,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flshell import poc
+    from runtime.federation import poc
 
     action = args.poc_action
     if action is None:

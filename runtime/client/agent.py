@@ -35,6 +35,7 @@ from runtime.transport.base import (
 )
 
 AppSource = Callable[[JobStart], App]
+LOG_SHIP_GRACE = 10.0  # seconds a job's log is still shipped after its part ended here
 REPORT_WITHIN = 60.0  # seconds a job report or a task result is retried while the server is unreachable
 Filters = list[tuple[list[str], list[Any]]]
 
@@ -223,6 +224,8 @@ class SiteAgent:
             return
         job_dir = self.workspace / "jobs" / msg.job_id  # made by whoever writes there first
         write = self.sink.writer(job_dir / "log.txt")
+        job_id, site = msg.job_id, self.name  # the job's log goes to the server as any site's
+        self.sink.ship(job_dir / "log.txt", lambda text: self.transport.ship_log(site, job_id, text))
         logger = site_logger(f"{self.name}.{msg.job_id[:8]}", write)
         try:
             app = self.app_source(msg)
@@ -340,6 +343,8 @@ class SiteAgent:
             job.ctx.logger.error(f"task '{msg.task_name}' failed:\n{error}")
         out = TaskResult(msg.task_id, msg.job_id, self.name, error is None,
                          result if error is None else None, error, seconds)
+        if job is not None:
+            self.sink.flush_one(job.ctx.workspace / "log.txt")  # the server has the log up to here
         try:
             self._retried(lambda: self.transport.submit_result(out), f"result of task {msg.task_id}")
         except TransportError as e:
@@ -360,10 +365,14 @@ class SiteAgent:
         if job.worker is not None:
             job.worker.put(None)
         job.ctx.logger.info(f"job {job_id} ended on {self.name}: {status}")
+        log = job.ctx.workspace / "log.txt"
+        self.sink.flush_one(log)
         try:
             self.report_job(job_id, JobState.FINISHED)
         except TransportError:
             pass
+        # what its scripts still print as they return goes too, for a while (as the server listens)
+        self.sink.unship(log, after=LOG_SHIP_GRACE)
 
 
 class SitePump:

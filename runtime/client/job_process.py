@@ -36,7 +36,6 @@ from runtime.transport.grpc_client import GrpcSiteTransport
 ENDED = b"ended\n"  # the job ended here: nothing for the agent to report
 REPORTED = b"reported\n"  # the job could not start here, and this process told the server
 SHIP_INTERVAL = 0.5  # seconds between log batches shipped to the server
-MAX_UNSHIPPED = 1 << 20  # bytes of log text kept for a retry while the server is unreachable
 
 
 @dataclass(frozen=True)
@@ -73,52 +72,6 @@ class JobTransport(GrpcSiteTransport):
         super().submit_result(result)
 
 
-class ShippingLogSink(LogSink):
-    """A LogSink that also sends what is written to one file (the job's log) to the server,
-    batched by the sink's flush interval; text the server did not take is retried next flush."""
-
-    def __init__(self, ship_path: Path, ship: Callable[[str], None],
-                 interval: float = SHIP_INTERVAL) -> None:
-        self._ship_path = Path(ship_path)
-        self._ship = ship
-        self._unshipped: list[str] = []
-        self._ship_lock = threading.Lock()
-        self._flush_lock = threading.Lock()  # one flush at a time: batches stay in order
-        super().__init__(interval)
-
-    def write(self, path: Path, text: str) -> None:
-        super().write(path, text)
-        if path == self._ship_path:
-            with self._ship_lock:
-                self._unshipped.append(text)
-
-    def flush(self, ship: bool = True) -> None:
-        with self._flush_lock:
-            super().flush()
-            if ship:
-                self.ship()
-
-    def flush_file_only(self, wait: float) -> None:
-        """Write what is buffered to the files, unless a flush (maybe stuck shipping) holds on
-        longer than `wait` seconds: for a process about to die, which must not hang here."""
-        if self._flush_lock.acquire(timeout=wait):
-            try:
-                LogSink.flush(self)
-            finally:
-                self._flush_lock.release()
-
-    def ship(self) -> None:
-        with self._ship_lock:
-            text, self._unshipped = "".join(self._unshipped), []
-        if not text:
-            return
-        try:
-            self._ship(text)
-        except TransportError:
-            with self._ship_lock:  # keep it for the next batch, within a bound
-                self._unshipped.insert(0, text[-MAX_UNSHIPPED:])
-
-
 def load_app(folder: Path, app_name: str) -> App:
     """The app unpacked at `folder`: an app of the job folder above it, or a bare app folder."""
     folder = Path(folder).resolve()
@@ -145,8 +98,8 @@ class JobProcess:
         tls = TlsFiles(Path(args.tls_root), Path(args.tls_cert), Path(args.tls_key)) \
             if args.tls_root else None
         self.transport = open_transport(args.server, tls, JobTransport)
-        self.sink = ShippingLogSink(
-            self.log_path, lambda text: self.transport.ship_log(self.site, self.job_id, text))
+        self.sink = LogSink(SHIP_INTERVAL)  # the job's log goes to the server as it is written
+        self.sink.ship(self.log_path, lambda text: self.transport.ship_log(self.site, self.job_id, text))
         info: dict[str, Any] = json.loads(args.info) if args.info else {}
         app_folder = Path(args.app_folder)
         self.agent = SiteAgent(self.site, self.transport, lambda msg: load_app(app_folder, msg.app_name),

@@ -60,7 +60,7 @@ class LocalFederation(HoldsServer):
         paths.ensure(self.workspace)
         self.server = FederationServer(self.workspace / "server",
                                        heartbeat_interval=self.heartbeat_interval, monitor=True,
-                                       max_jobs=self.max_jobs, site_log=self._site_log,
+                                       max_jobs=self.max_jobs,
                                        admin_port=self.admin_port).start()
         self._transport = InProcTransport(self.server.engine)
         self._sink = LogSink(interval=0.5)
@@ -130,11 +130,6 @@ class LocalFederation(HoldsServer):
         if self._error is not None:
             raise self._error
 
-    def _site_log(self, job_id: str, site: str) -> Path:
-        if self._sink is not None:
-            self._sink.flush()  # sites write their logs in batches: make them current first
-        return self.workspace / site / "jobs" / job_id / "log.txt"
-
     def stop(self) -> None:
         """Stop the sites and the server; running jobs stay RUNNING in the store and resume
         the next time (like a server restart). To end them instead, abort them first."""
@@ -151,10 +146,10 @@ class LocalFederation(HoldsServer):
             self.server.quiesce()
         for agent in agents:
             agent.stop(timeout=3)
+        if self._sink is not None:
+            self._sink.close()  # the sites' last log lines go to the server first
         if self._transport is not None:
             self._transport.close()
-        if self._sink is not None:
-            self._sink.close()
         if self.server is not None:
             self.server.close()
 

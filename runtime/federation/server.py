@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from runtime.server.authz import AUDIT_FILE, AuditLog
 from runtime.server.engine import ServerEngine
@@ -48,7 +48,6 @@ class FederationServer:
         max_jobs: int = 2,
         ready_timeout: float = 60.0,
         schedule_interval: float = 0.5,
-        site_log: Callable[[str, str], Path] | None = None,
         host: str = "127.0.0.1",
         fl_port: int | None = None,
         admin_port: int | None = None,
@@ -65,7 +64,7 @@ class FederationServer:
         self.options = dict(heartbeat_interval=heartbeat_interval, monitor=monitor,
                             stale_after=stale_after, lost_after=lost_after)
         self.manager_options = dict(max_jobs=max_jobs, ready_timeout=ready_timeout,
-                                    schedule_interval=schedule_interval, site_log=site_log)
+                                    schedule_interval=schedule_interval)
         self.host, self.fl_port, self.admin_port = host, fl_port, admin_port
         self.credentials, self.site_names, self.admin_names = credentials, sites, admins
         self.policy, self.audit_on = policy, audit

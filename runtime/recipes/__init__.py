@@ -3,7 +3,7 @@ running POC federation, `recipe.execute(PocEnv())`, or on a provisioned one as a
 `recipe.execute(ProdEnv("prod/admin@org.com"))`."""
 
 from runtime.recipes.base import Recipe, component
-from runtime.recipes.envs import (POC_MANIFEST, Env, EnvError, PocEnv, PocRun, ProdEnv, Run, SimEnv,
+from runtime.recipes.envs import (Env, EnvError, PocEnv, PocRun, ProdEnv, Run, SimEnv,
                                   SimRun, read_poc_manifest)
 from runtime.recipes.fedavg import FedAvgRecipe, NumpyFedAvgRecipe, add_experiment_tracking
 from runtime.recipes.lr import FedAvgLrRecipe
@@ -14,7 +14,6 @@ __all__ = [
     "FedAvgLrRecipe",
     "FedAvgRecipe",
     "NumpyFedAvgRecipe",
-    "POC_MANIFEST",
     "PocEnv",
     "PocRun",
     "ProdEnv",

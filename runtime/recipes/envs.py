@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import abc
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -168,30 +166,25 @@ class SimEnv(Env):
 
 # ---- POC: a federation already running on this machine (or any server's admin port) ----------
 
-# The manifest `flshell poc prepare` writes in a POC workspace: a JSON object with at least
-# "admin_address" ("HOST:PORT") and "sites" (site names); also "fl_address", "host", ports.
-# runtime never imports flshell, so PocEnv reads this file itself.
-POC_MANIFEST = "poc.json"
 _COUNTED = ("CONNECTED", "STALE")  # site statuses the scheduler counts
 
 
 def read_poc_manifest(poc_workspace: str | Path) -> dict[str, Any]:
-    """The POC workspace's manifest; EnvError (saying how to make one) if it is missing or bad."""
+    """The POC workspace's manifest (runtime.federation.poc); EnvError, saying how to make one,
+    if it is missing or bad."""
+    from runtime.federation import poc
+
     root = Path(poc_workspace).absolute()
-    path = root / POC_MANIFEST
     make = f"`flshell poc prepare -n N -w {root}` then `flshell poc start -w {root}`"
     if not root.is_dir():
         raise EnvError(f"no POC workspace at {root}: make one with {make}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EnvError(f"{root} is not a POC workspace (no {POC_MANIFEST}): make one with {make}") from None
-    except (OSError, ValueError) as e:
-        raise EnvError(f"{path} cannot be read as JSON ({e}); `flshell poc prepare --force -w {root}` "
-                       "makes a fresh one") from None
+        manifest = poc.manifest(root)
+    except poc.PocError as e:
+        raise EnvError(f"{e}; then `flshell poc start -w {root}`") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("admin_address"), str):
-        raise EnvError(f"{path} has no \"admin_address\"; `flshell poc prepare --force -w {root}` "
-                       "makes a fresh one")
+        raise EnvError(f"{root / poc.MANIFEST} has no \"admin_address\"; `flshell poc prepare "
+                       f"--force -w {root}` makes a fresh one")
     return manifest
 
 
@@ -321,9 +314,8 @@ class PocEnv(Env):
 
     `PocEnv()` attaches to the POC in `$FLSHELL_HOME/poc` (see runtime.paths; its `poc.json` names the server's admin
     address and sites); make and start one first with `flshell poc prepare -n 2` and
-    `flshell poc start`, or pass `start=True` to have PocEnv run `flshell poc start` (as a
-    subprocess of this interpreter: runtime never imports flshell; the POC then keeps running
-    after this program, until `flshell poc stop`). `PocEnv(admin_address="HOST:PORT")`
+    `flshell poc start`, or pass `start=True` to have PocEnv start it as `flshell poc start`
+    does (its processes then keep running after this program, until `flshell poc stop`). `PocEnv(admin_address="HOST:PORT")`
     attaches to that server instead.
 
     Before submitting, PocEnv checks that the server answers and that enough sites are
@@ -334,7 +326,7 @@ class PocEnv(Env):
         poc_workspace: the POC workspace folder (ignored when `admin_address` is given).
         num_clients: fail before submitting unless at least this many sites are connected.
         admin_address: "HOST:PORT" of a server's admin port, instead of a POC workspace.
-        start: run `python -m flshell.cli poc start -w POC_WORKSPACE` first (idempotent:
+        start: start the POC first, as `flshell poc start -w POC_WORKSPACE` does (idempotent:
             starts only what is not running, waits until the sites are connected).
         workspace_root: finished runs are downloaded to `<workspace_root>/<job id>/`.
         wait: return from execute() only when the job has ended and is downloaded (default).
@@ -373,16 +365,12 @@ class PocEnv(Env):
     # ---- finding the server --------------------------------------------------------------------
 
     def _start_poc(self) -> None:
-        cmd = [sys.executable, "-m", "flshell.cli", "poc", "start", "-w", str(self.poc_workspace)]
+        from runtime.federation import poc
+
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                  timeout=120)
-        except subprocess.TimeoutExpired:
-            raise EnvError(f"`flshell poc start -w {self.poc_workspace}` did not finish in 120 s; "
-                           f"see {self.poc_workspace}/*/stdout.log") from None
-        if proc.returncode != 0:
-            why = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
-            raise EnvError(f"`flshell poc start -w {self.poc_workspace}` failed: {why}")
+            poc.start(self.poc_workspace, timeout=120)
+        except poc.PocError as e:
+            raise EnvError(f"`flshell poc start -w {self.poc_workspace}` failed: {e}") from None
 
     def connect(self) -> tuple[str, list[str] | None]:
         """The admin address to use and the POC's site names (None without a manifest);

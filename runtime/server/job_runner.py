@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, unregister
 from runtime.model import FLModel
 from runtime.server.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from runtime.server.job_state import JobLifecycle, JobStatus
 from runtime.server.job_workspace import JobWorkspace
 from runtime.workflows.tasks import GroupOutcome, TaskGroup
 from runtime.transport.base import JobStart, JobState
@@ -22,16 +23,6 @@ if TYPE_CHECKING:
 
 
 MAX_REJOINS = 3  # times a running job is started again on a site whose part of it failed
-
-
-class JobStatus:
-    SUBMITTED = "SUBMITTED"
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    ABORTED = "ABORTED"
-    FINAL = frozenset({COMPLETED, FAILED, ABORTED})
 
 
 @dataclass
@@ -111,18 +102,19 @@ class JobRunner:
         engine: "ServerEngine",
         job: Job,
         sites: list[str],
+        lifecycle: JobLifecycle,
         job_id: str | None = None,
         overrides: dict[str, Any] | None = None,
         ready_timeout: float = 60.0,
-        on_status: Callable[["JobRunner", str, str | None], None] | None = None,
         on_round: Callable[["JobRunner", dict[str, Any]], None] | None = None,
         resume: bool = False,
     ) -> None:
-        """`on_status` / `on_round` see every status change and every completed round (the
-        server's job store records them). With `resume`, the job continues after the last
-        round of its checkpoint (a server restarted while it ran)."""
+        """Runs a stored job: its status moves through `lifecycle` (the store, then the
+        job_status event), `on_round` sees every completed round (the store records it). With
+        `resume`, the job continues after the last round of its checkpoint (a server restarted
+        while it ran)."""
         self.engine = engine
-        self.on_status = on_status
+        self.lifecycle: JobLifecycle | None = lifecycle
         self.on_round = on_round
         self.resume = resume
         self.job = job
@@ -188,7 +180,7 @@ class JobRunner:
             self._load_checkpoint()
         self.engine.add_job_listener(self.job_id, self._on_site_report)
         self.engine.add_site_listener(self.job_id, self._on_site_registered)
-        self._set_status(JobStatus.SUBMITTED)
+        self._write_status()
         self._thread = threading.Thread(target=self._run, name=f"job-{self.job_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -214,7 +206,7 @@ class JobRunner:
     def detach(self) -> None:
         """Stop recording this job anywhere (store, status file, round records): its server is
         going away and the job is to resume where its last checkpoint left it."""
-        self.on_status = self.on_round = None
+        self.lifecycle = self.on_round = None
         if self.ctx is not None:
             self.ctx.on_round = None
         self.workspace = None  # ctx.workspace stays: a round that completes now is checkpointed
@@ -225,7 +217,9 @@ class JobRunner:
         assert self.ctx is not None
         deployed: list[str] = []
         try:
-            self._set_status(JobStatus.WAITING, reason=f"deploying to {len(self.targets)} sites")
+            # a resumed job stays RUNNING in the store while its sites start it again
+            self._set_status(JobStatus.WAITING, reason=f"deploying to {len(self.targets)} sites",
+                             record=not self.resume)
             from runtime.jobs.upload import pack_job
 
             root = self.job.root
@@ -236,7 +230,9 @@ class JobRunner:
                 deployed.append(site)
             self.ctx.sites = self._wait_ready()
             self.started_at = time.time()
-            self._set_status(JobStatus.RUNNING)
+            resumed = self.ctx.resume
+            self._set_status(JobStatus.RUNNING, reason=None if not self.resume else (
+                f"resumed after round {resumed.round + 1}" if resumed else "resumed from its first round"))
             app = self.job.server_app()
             first = self.ctx.resume.workflow if self.ctx.resume else 0
             with custom_imports(app):
@@ -403,20 +399,21 @@ class JobRunner:
 
     # ---- status ------------------------------------------------------------------------------
 
-    def _set_status(self, status: str, reason: str | None = None) -> None:
+    def _set_status(self, status: str, reason: str | None = None, record: bool = True) -> None:
+        """The job's new status: its status.json first (whoever sees the new status in the store
+        finds its details), then the lifecycle (store and event) unless not `record`."""
         self.status = status
         self.reason = reason
-        self._write_status()  # first: whoever sees the new status in the store finds its details
-        if self.on_status is not None:
-            try:
-                self.on_status(self, status, reason)
-            except Exception as e:  # noqa: BLE001 - a bookkeeping failure must not kill the job
-                self.logger.warning(f"status {status} not recorded: {e}")
+        self._write_status()
         self.logger.info(f"job {self.job_id} {status}" + (f": {reason}" if reason else ""))
-        self.engine.events.publish(
-            "job_status", job_id=self.job_id, name=self.job.name, status=status, reason=reason,
-            sites=self.failed_sites or None,
-        )
+        if self.lifecycle is None or not record:
+            return  # detached: its server is going away, the job resumes on the next one
+        sites = self.ctx.sites if status == JobStatus.RUNNING and self.ctx else None
+        try:
+            self.lifecycle.move(self.job_id, status, reason, sites=sites or None,
+                                failed_sites=self.failed_sites or None)
+        except Exception as e:  # noqa: BLE001 - a bookkeeping failure must not kill the job
+            self.logger.warning(f"status {status} not recorded: {e}")
 
     def _write_status(self) -> None:
         if self.workspace is not None:

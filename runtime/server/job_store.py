@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from runtime.jobs import ALL_SITES, Job, JobError, load_job, substitute
-from runtime.server.job_runner import JobStatus
+from runtime.server.job_state import TRANSITIONS, JobStatus
 
 __all__ = ["ALL_STATUSES", "AmbiguousJob", "JobRecord", "JobStore", "JobStoreError", "SCHEMA_VERSION",
            "TRANSITIONS", "UNFINISHED", "UnknownJob"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _OUTCOME = ("sites_ok", "sites_failed", "sites_timed_out", "seconds")
 DB_NAME = "jobs.db"
 JOBS_DIR = "jobs"
@@ -53,20 +53,8 @@ _SUBMIT_TMP = ".submit-"
 _TRASH_TMP = ".trash-"
 _ID_CHARS = frozenset("0123456789abcdef-")
 
-ALL_STATUSES = (JobStatus.SUBMITTED, JobStatus.WAITING, JobStatus.RUNNING,
-                JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED)
-UNFINISHED = (JobStatus.SUBMITTED, JobStatus.WAITING, JobStatus.RUNNING)
-
-# status -> statuses it may move to. WAITING -> WAITING updates the reason of a wait.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    JobStatus.SUBMITTED: frozenset({JobStatus.WAITING, JobStatus.ABORTED, JobStatus.FAILED}),
-    JobStatus.WAITING: frozenset({JobStatus.WAITING, JobStatus.RUNNING, JobStatus.ABORTED,
-                                  JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED}),
-    JobStatus.COMPLETED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.ABORTED: frozenset(),
-}
+ALL_STATUSES = JobStatus.ALL
+UNFINISHED = JobStatus.UNFINISHED
 
 # version -> statements that bring the schema from version-1 to version.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -101,6 +89,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # who answered each round: {sites_ok, sites_failed, sites_timed_out, seconds}
     2: ("ALTER TABLE rounds ADD COLUMN outcome TEXT NOT NULL DEFAULT '{}'",),
+    # every status a job went through, in order (jobs of older stores: submitted, then now)
+    3: (
+        """CREATE TABLE IF NOT EXISTS transitions (
+            job_id        TEXT    NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            seq           INTEGER NOT NULL CHECK (seq >= 0),
+            status        TEXT    NOT NULL,
+            reason        TEXT,
+            at            REAL    NOT NULL,
+            PRIMARY KEY (job_id, seq)
+        ) WITHOUT ROWID""",
+        "INSERT INTO transitions (job_id, seq, status, reason, at) "
+        "SELECT job_id, 0, 'SUBMITTED', NULL, submitted_at FROM jobs",
+        "INSERT INTO transitions (job_id, seq, status, reason, at) "
+        "SELECT job_id, 1, status, reason, COALESCE(ended_at, started_at, submitted_at) FROM jobs "
+        "WHERE status != 'SUBMITTED'",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -510,12 +514,15 @@ class JobStore:
             with self._write() as conn:
                 os.rename(tmp, final)  # inside the transaction: check() never sees it half-done
                 renamed = True
+                now = time.time()
                 conn.execute(
                     "INSERT INTO jobs (job_id, name, status, submitter, submitted_at, total_rounds, "
                     "sites, min_clients, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, job.name, JobStatus.SUBMITTED, submitter, time.time(),
+                    (job_id, job.name, JobStatus.SUBMITTED, submitter, now,
                      _job_total_rounds(job), json.dumps(_job_targets(job)), job.min_clients,
                      extra_json))
+                conn.execute("INSERT INTO transitions (job_id, seq, status, reason, at) "
+                             "VALUES (?, 0, ?, NULL, ?)", (job_id, JobStatus.SUBMITTED, now))
         except BaseException:
             if renamed:  # the row was rolled back: no folder without its row
                 shutil.rmtree(final, ignore_errors=True)
@@ -565,7 +572,19 @@ class JobStore:
                 "sites = COALESCE(?, sites) WHERE job_id = ?",
                 (status, reason, started_at, ended_at,
                  None if new_sites is None else json.dumps(new_sites), rec.job_id))
+            conn.execute(
+                "INSERT INTO transitions (job_id, seq, status, reason, at) VALUES (?, (SELECT "
+                "COALESCE(MAX(seq) + 1, 0) FROM transitions WHERE job_id = ?), ?, ?, ?)",
+                (rec.job_id, rec.job_id, status, reason, now))
             return self._get(conn, rec.job_id)
+
+    def transitions(self, job_id: str) -> list[dict[str, Any]]:
+        """Every status the job went through, in order: {status, reason, at}."""
+        with self._read() as conn:
+            jid = self._resolve(conn, job_id)
+            rows = conn.execute("SELECT status, reason, at FROM transitions WHERE job_id = ? "
+                                "ORDER BY seq", (jid,)).fetchall()
+        return [{"status": st, "reason": why, "at": at} for st, why, at in rows]
 
     # ---- rounds ------------------------------------------------------------------------------
 
@@ -629,6 +648,7 @@ class JobStore:
                         f"job {rec.label()} is {rec.status}: only finished jobs (COMPLETED, FAILED, "
                         f"ABORTED) can be deleted; abort it first")
                 conn.execute("DELETE FROM rounds WHERE job_id = ?", (rec.job_id,))
+                conn.execute("DELETE FROM transitions WHERE job_id = ?", (rec.job_id,))
                 conn.execute("DELETE FROM jobs WHERE job_id = ?", (rec.job_id,))
                 trash = self.jobs_dir / f"{_TRASH_TMP}{os.getpid()}-{rec.job_id}"
                 if rec.workspace.exists():

@@ -29,7 +29,8 @@ from runtime.jobs import Job, JobError, load_job
 from runtime.jobs.upload import UploadLimits, unpack_job
 from runtime.resources import GpuReservations, SiteGpus, gpu_requests, place
 from runtime.server.engine import ServerEngine
-from runtime.server.job_runner import JobRunner, JobStatus
+from runtime.server.job_runner import JobRunner
+from runtime.server.job_state import JobLifecycle, JobStatus
 from runtime.server.job_store import JobRecord, JobStore, JobStoreError, UnknownJob
 from runtime.server.sites import SiteStatus
 
@@ -47,10 +48,7 @@ class JobManager:
         ready_timeout: float = 60.0,
         upload_limits: UploadLimits = UploadLimits(),
         schedule_interval: float = 0.5,
-        site_log: Callable[[str, str], Path] | None = None,
     ) -> None:
-        """`site_log(job_id, site)`: where a site's log of a job is when sites do not ship
-        their logs to the server (the simulator's sites write theirs directly)."""
         if max_jobs < 1:
             raise ValueError(f"max_jobs: need at least 1, got {max_jobs}")
         self.engine = engine
@@ -61,7 +59,6 @@ class JobManager:
         self.ready_timeout = ready_timeout
         self.upload_limits = upload_limits
         self.schedule_interval = schedule_interval
-        self.site_log = site_log
         self.started_at = time.time()
         self.addresses: dict[str, str] = {}  # "fl", "admin": filled in by the server process
         self.on_server_command: Callable[[str], None] | None = None  # set by a server process
@@ -71,7 +68,7 @@ class JobManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._waiting_reasons: dict[str, str] = {}
+        self.lifecycle = JobLifecycle(self.store, self.events, on_final=lambda rec: self._wake.set())
         self.gpu_bookings = GpuReservations()  # GPUs of jobs started here, until sites report them
         self._starting: dict[str, threading.Thread] = {}  # job id -> its launch, being built
         self._launched = threading.Condition()
@@ -145,17 +142,14 @@ class JobManager:
         if overrides:
             extra = {**(extra or {}), "overrides": dict(overrides)}
         job_id = self.store.submit(folder, submitter, meta_extra=extra)
-        rec = self.store.get(job_id)
-        self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
-                            reason=None, submitter=submitter)
+        self.lifecycle.submitted(job_id, submitter=submitter)
         self._wake.set()
         return job_id
 
     def clone_job(self, ref: str, submitter: str, extra: dict[str, Any] | None = None) -> str:
         job_id = self.store.clone(ref, submitter, extra)
-        rec = self.store.get(job_id)
-        self.events.publish("job_status", job_id=job_id, name=rec.name, status=rec.status,
-                            reason=None, submitter=submitter, cloned_from=rec.extra.get("cloned_from"))
+        self.lifecycle.submitted(job_id, submitter=submitter,
+                                 cloned_from=self.store.get(job_id).extra.get("cloned_from"))
         self._wake.set()
         return job_id
 
@@ -172,6 +166,7 @@ class JobManager:
         rec = self.store.get(ref)
         out = self._job_dict(rec)
         out["rounds"] = self.store.rounds(rec.job_id)
+        out["transitions"] = self.store.transitions(rec.job_id)
         status_file = rec.workspace / "status.json"
         try:
             status = json.loads(status_file.read_text(encoding="utf-8"))
@@ -198,8 +193,6 @@ class JobManager:
             d["current_round"] = runner.ctx.current_round  # the round in progress, live
             d["total_rounds"] = runner.ctx.total_rounds or d["total_rounds"]
             d["round_in_progress"] = True
-        if rec.status == JobStatus.WAITING and rec.job_id in self._waiting_reasons:
-            d["reason"] = self._waiting_reasons[rec.job_id]
         return d
 
     def list_sites(self) -> list[dict[str, Any]]:
@@ -229,8 +222,6 @@ class JobManager:
                 raise FileNotFoundError(
                     f"job {rec.label()} does not run on {site!r}; its sites: {', '.join(rec.sites) or 'none'}")
             path = logs / f"{site}.log"
-            if self.site_log is not None and not path.is_file():
-                path = self.site_log(rec.job_id, site)
         if not path.is_file():
             who = "the server" if site is None else site
             raise FileNotFoundError(f"job {rec.label()} has no log from {who} yet (status {rec.status})")
@@ -245,9 +236,7 @@ class JobManager:
             if runner is not None:
                 runner.abort(by)
             elif not rec.done:
-                rec = self.store.set_status(rec.job_id, JobStatus.ABORTED, f"aborted by {by}")
-                self.events.publish("job_status", job_id=rec.job_id, name=rec.name,
-                                    status=rec.status, reason=rec.reason)
+                self.lifecycle.move(rec.job_id, JobStatus.ABORTED, f"aborted by {by}")
             else:
                 raise JobStoreError(f"job {rec.label()} has already ended ({rec.status})")
         return self._job_dict(self.store.get(rec.job_id))
@@ -259,7 +248,6 @@ class JobManager:
             rec = self.store.get(ref)
             if rec.job_id in self.runners or rec.status not in (JobStatus.SUBMITTED, JobStatus.WAITING):
                 return False
-            self._waiting_reasons.pop(rec.job_id, None)
             self._end(rec, JobStatus.FAILED, reason)
             return True
 
@@ -361,7 +349,6 @@ class JobManager:
                 if sites is None:
                     self._wait(rec, why)
                     continue
-                self._waiting_reasons.pop(rec.job_id, None)
                 self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
                 launch = threading.Thread(target=self._launch, args=(rec, job, sites),
                                           name=f"launch-{rec.short_id}", daemon=True)
@@ -409,22 +396,15 @@ class JobManager:
     def _wait(self, rec: JobRecord, reason: str) -> None:
         if rec.status == JobStatus.RUNNING:
             return  # a resumed job waiting for its sites stays RUNNING in the store
-        if self._waiting_reasons.get(rec.job_id) == reason and rec.status == JobStatus.WAITING:
-            return
-        self._waiting_reasons[rec.job_id] = reason
-        self.store.set_status(rec.job_id, JobStatus.WAITING, reason)
-        self.events.publish("job_status", job_id=rec.job_id, name=rec.name,
-                            status=JobStatus.WAITING, reason=reason)
+        self.lifecycle.move(rec.job_id, JobStatus.WAITING, reason)  # (the same wait: no event)
 
     def _end(self, rec: JobRecord, status: str, reason: str) -> None:
-        self.store.set_status(rec.job_id, status, reason)
-        self.events.publish("job_status", job_id=rec.job_id, name=rec.name, status=status,
-                            reason=reason)
+        self.lifecycle.move(rec.job_id, status, reason)
 
     def make_runner(self, job_id: str, job: Job, sites: list[str], resume: bool = False,
                     **kwargs: Any) -> JobRunner:
         """A runner for a stored job that keeps the store up to date (status, rounds)."""
-        return JobRunner(self.engine, job, sites, job_id=job_id, on_status=self._on_status,
+        return JobRunner(self.engine, job, sites, self.lifecycle, job_id=job_id,
                          on_round=self._on_round, resume=resume,
                          **{"ready_timeout": self.ready_timeout, **kwargs})
 
@@ -474,19 +454,6 @@ class JobManager:
                     return None
                 self._launched.wait(0.2 if left is None else min(0.2, left))
             return self._launched_runners[job_id]
-
-    def _on_status(self, runner: JobRunner, status: str, reason: str | None) -> None:
-        rec = self.store.get(runner.job_id)
-        if rec.status == status and status != JobStatus.WAITING:
-            return
-        if rec.status == JobStatus.RUNNING and status in (JobStatus.SUBMITTED, JobStatus.WAITING):
-            return  # a resumed job goes through these again; the store keeps RUNNING
-        if status == JobStatus.SUBMITTED:
-            return
-        sites = runner.ctx.sites if status == JobStatus.RUNNING and runner.ctx else None
-        self.store.set_status(runner.job_id, status, reason, sites=sites or None)
-        if status in JobStatus.FINAL:
-            self._wake.set()
 
     def _on_round(self, runner: JobRunner, record: dict[str, Any]) -> None:
         total = record.get("total_rounds") or record["round"] + 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.server.job_runner import JobStatus
+from runtime.server.job_state import JobStatus
 
 
 @dataclass

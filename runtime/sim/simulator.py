@@ -22,7 +22,8 @@ from runtime.client.sitelog import LogSink
 from runtime.federation.server import FederationServer, HoldsServer
 from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, load_job, unregister
 from runtime.jobs.errors import ArgError, names, render
-from runtime.server.job_runner import JobRunner, JobStatus, build_server_app
+from runtime.server.job_runner import JobRunner, build_server_app
+from runtime.server.job_state import JobStatus
 from runtime.server.sites import SiteStatus
 from runtime.sim.results import SimulationResult, site_failures
 from runtime.transport.inproc import InProcTransport
@@ -199,7 +200,7 @@ class Simulator(HoldsServer):
         self.server = FederationServer(
             self.workspace / "server", heartbeat_interval=2.0 if self.processes else 5.0,
             monitor=False, max_jobs=1, ready_timeout=self.ready_timeout, schedule_interval=0.1,
-            site_log=self._site_log, fl_port=0 if self.transport_kind == "grpc" else None,
+            fl_port=0 if self.transport_kind == "grpc" else None,
             admin_port=self.admin_port, resume_unfinished=False).start()
 
     def _preflight(self) -> None:
@@ -245,11 +246,6 @@ class Simulator(HoldsServer):
         """Write what the in-process sites logged so far (they write in batches)."""
         if self._sink is not None:
             self._sink.flush()
-
-    def _site_log(self, job_id: str, site: str) -> Path:
-        if self._sink is not None:
-            self._sink.flush()  # sites write their logs in batches: make them current first
-        return self.workspace / site / "jobs" / job_id / "log.txt"
 
     def start(self) -> None:
         """Start the sites, then submit the job to the server, which schedules and runs it."""
@@ -405,14 +401,14 @@ class Simulator(HoldsServer):
             self.pump.stop()
         for agent in self.agents:
             agent.stop(timeout=5)
+        if self._sink is not None:
+            self._sink.close()  # the sites' last log lines go to the server first
         if self._transport is not None:
             self._transport.close()
         if self.server is not None:
             if self.job_id is not None and self._record is None:
                 self._record = self.server.manager.store.get(self.job_id)  # kept for result()
             self.server.close(0.5 if self.admin_server is not None else 0)
-        if self._sink is not None:
-            self._sink.close()
         if self._errors is not None:
             self._site_errors()
             self._errors.close()

@@ -97,7 +97,7 @@ def vm_hwm_mib(pid: int) -> float | None:
 
 
 def run_size(mib: float, rounds: int, work: Path) -> dict:
-    from flshell import poc
+    from runtime.federation import poc
 
     root = work / f"poc-{mib:g}"
     poc.prepare(root, 2, heartbeat_interval=2.0, lost_after=60.0)

@@ -19,9 +19,9 @@ import numpy as np
 import psutil
 import pytest
 
-from runtime.jobs import load_job
 from runtime.server.engine import ServerEngine
 from runtime.server.job_runner import JobRunner
+from runtime.server.manager import JobManager
 from runtime.server.sites import SiteStatus
 from runtime.transport.grpc_server import FLServer
 from tests.integration.conftest import HELLO_NUMPY, JOBS, REPO, copy_job, edit_json
@@ -56,6 +56,8 @@ class Federation:
         self.engine = ServerEngine(tmp / "server", monitor=True, heartbeat_interval=0.2,
                                    stale_after=0.6, lost_after=1.5)
         self.server = FLServer(self.engine, "127.0.0.1", 0).start()
+        self.manager = JobManager(self.engine, max_jobs=4, ready_timeout=60,
+                                  schedule_interval=0.05).start()
         self.clients: dict[str, subprocess.Popen] = {}
         self.output: dict[int, list[str]] = {}
         self.shipped: dict[tuple[str, str], list[str]] = {}  # (job, site) -> texts
@@ -86,10 +88,12 @@ class Federation:
         return proc
 
     def run_job(self, folder: Path, sites: list[str], **overrides) -> JobRunner:
-        runner = JobRunner(self.engine, load_job(folder), sites, overrides=overrides,
-                           ready_timeout=60)
-        runner.prepare()
-        runner.start()
+        """Submit the job to the server's job manager; its runner once the scheduler starts it
+        on `sites` (the connected ones)."""
+        job_id = self.manager.submit_folder(folder, "test", overrides=overrides or None)
+        runner = self.manager.runner_for(job_id, timeout=60)
+        assert runner is not None, self.manager.get_job(job_id)
+        assert sorted(runner.targets) == sorted(sites)
         return runner
 
     def shipped_text(self, job_id: str, site: str) -> str:
@@ -120,6 +124,7 @@ class Federation:
                 proc.kill()
                 proc.wait()
         self.heartbeats.close()
+        self.manager.stop(abort_running=True, timeout=10)
         self.server.stop(0)
         self.engine.close()
 

@@ -21,7 +21,7 @@ import pytest
 from runtime.admin import Session
 from runtime.resources import GIB
 from runtime.server.admin_service import AdminServer
-from runtime.server.manager import JobManager
+from runtime.jobs import load_job
 from tests.integration.conftest import JOBS, REPO, copy_job, edit_json
 from tests.integration.test_client_process import Federation, gone, leftovers, wait_for
 
@@ -36,8 +36,6 @@ class GpuFederation(Federation):
         super().__init__(tmp)
         self.gates = tmp / "gates"
         self.gates.mkdir()
-        self.manager = JobManager(self.engine, max_jobs=4, ready_timeout=30,
-                                  schedule_interval=0.05).start()
         self.admin = AdminServer(self.manager, "127.0.0.1", 0).start()
         self.session = Session(self.admin.address, timeout=10)
         self.folder = copy_job(JOBS / "gpu_report", tmp)
@@ -176,7 +174,11 @@ def test_a_site_refuses_a_job_it_has_no_gpus_for_even_when_the_server_sends_it(f
     fed.start_client("site-1", "0:16")
     edit_json(fed.folder / "meta.json",
               lambda m: m.update(resource_spec={"site-1": {"num_of_gpus": 2}}))
-    runner = fed.run_job(fed.folder, ["site-1"])  # past the scheduler, straight to the site
+    fed.manager.stop()  # no scheduler: the job goes past placement, straight to the site
+    job_id = fed.manager.submit_folder(fed.folder, "test")
+    runner = fed.manager.make_runner(job_id, load_job(fed.manager.store.get(job_id).folder), ["site-1"])
+    runner.prepare()
+    runner.start()
     assert runner.wait(60) == "FAILED"
     detail = runner.failure_details["site-1"]
     assert detail == (f"job {runner.job_id} could not start on site-1: site-1 needs 2 GPU(s), has 1"), detail

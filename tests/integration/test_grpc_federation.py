@@ -10,9 +10,8 @@ import numpy as np
 from runtime.client.agent import SiteAgent
 from runtime.client.apps import DownloadedApps
 from runtime.client.sitelog import LogSink
-from runtime.jobs import load_job
 from runtime.server.engine import ServerEngine
-from runtime.server.job_runner import JobRunner
+from runtime.server.manager import JobManager
 from runtime.transport.grpc_client import GrpcSiteTransport
 from runtime.transport.grpc_server import FLServer
 
@@ -22,6 +21,7 @@ HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello-numpy"
 def test_sites_download_the_job_and_train_over_grpc(tmp_path):
     engine = ServerEngine(tmp_path / "server")
     server = FLServer(engine).start()
+    manager = JobManager(engine, ready_timeout=60, schedule_interval=0.05).start()
     sink = LogSink()
     sites = ["site-1", "site-2", "site-3"]
     agents, transports = [], []
@@ -34,10 +34,9 @@ def test_sites_download_the_job_and_train_over_grpc(tmp_path):
             agent.register()
             agent.start()
             agents.append(agent)
-        runner = JobRunner(engine, load_job(HELLO), sites, overrides={"num_rounds": 2},
-                           ready_timeout=60)
-        runner.prepare()
-        runner.start()
+        job_id = manager.submit_folder(HELLO, "test", overrides={"num_rounds": 2})
+        runner = manager.runner_for(job_id, timeout=60)
+        assert runner is not None and sorted(runner.targets) == sites
         assert runner.wait(120) == "COMPLETED", runner.reason
         with np.load(runner.workspace.result_dir / "global_model.npz", allow_pickle=False) as d:
             w = d["weights"]
@@ -52,6 +51,7 @@ def test_sites_download_the_job_and_train_over_grpc(tmp_path):
             agent.stop(timeout=5)
         for t in transports:
             t.close()
+        manager.stop(abort_running=True, timeout=10)
         server.stop(0)
         engine.close()
         sink.close()

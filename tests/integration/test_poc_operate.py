@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from flshell.poc import admin_session
+from runtime.federation.poc import admin_session
 from tests.integration.conftest import procs_mentioning, run_flshell
 
 

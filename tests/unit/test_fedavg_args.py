@@ -11,8 +11,7 @@ import pytest
 
 from runtime.jobs import JobError, load_job
 from runtime.jobs.errors import ArgError
-from runtime.server.engine import ServerEngine
-from runtime.server.job_runner import JobRunner
+from runtime.server.job_runner import build_server_app
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello-numpy"
 
@@ -24,13 +23,8 @@ def test_a_job_whose_fedavg_has_no_initial_model_is_refused_naming_the_field(tmp
     cfg = json.loads(cfg_path.read_text())
     cfg["workflows"][0]["args"].pop("persistor_id")
     cfg_path.write_text(json.dumps(cfg))
-    engine = ServerEngine(tmp_path / "server")
-    try:
-        runner = JobRunner(engine, load_job(job), ["site-1", "site-2"])
-        with pytest.raises(JobError) as e:
-            runner.prepare()
-    finally:
-        engine.close()
+    with pytest.raises(JobError) as e:
+        build_server_app(load_job(job), "job-1")
     text = str(e.value)
     assert "config_server.json" in text and "workflows[0].args.persistor_id" in text, text
     assert "empty model" in text

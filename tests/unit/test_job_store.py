@@ -18,7 +18,7 @@ import pytest
 
 from runtime.jobs import JobError, load_job
 from runtime.server import job_store
-from runtime.server.job_runner import JobStatus
+from runtime.server.job_state import JobStatus
 from runtime.server.job_store import (SCHEMA_VERSION, AmbiguousJob, JobRecord, JobStore, JobStoreError,
                                       UnknownJob)
 
@@ -230,6 +230,9 @@ def test_status_transitions_valid(store):
     rec = store.set_status(job_id, S.RUNNING, sites=["site-1", "site-2"])
     assert rec.status == S.RUNNING and rec.reason is None and t0 <= rec.started_at <= time.time()
     assert rec.sites == ["site-1", "site-2"] and rec.ended_at is None
+    started = rec.started_at
+    rec = store.set_status(job_id, S.RUNNING, "resumed after round 2")  # a new reason only
+    assert (rec.status, rec.reason, rec.started_at) == (S.RUNNING, "resumed after round 2", started)
     rec = store.set_status(job_id, S.COMPLETED)
     assert rec.done and rec.ended_at >= rec.started_at and store.get(job_id) == rec
 
@@ -250,7 +253,7 @@ def test_status_transitions_valid(store):
 @pytest.mark.parametrize("path, bad", [
     ((), S.RUNNING), ((), S.COMPLETED), ((), S.SUBMITTED),
     ((S.WAITING,), S.COMPLETED), ((S.WAITING,), S.SUBMITTED),
-    ((S.WAITING, S.RUNNING), S.WAITING), ((S.WAITING, S.RUNNING), S.RUNNING),
+    ((S.WAITING, S.RUNNING), S.WAITING),
     ((S.WAITING, S.RUNNING), S.SUBMITTED),
     ((S.WAITING, S.RUNNING, S.COMPLETED), S.RUNNING), ((S.WAITING, S.RUNNING, S.COMPLETED), S.FAILED),
     ((S.ABORTED,), S.ABORTED), ((S.FAILED,), S.WAITING),
@@ -616,13 +619,15 @@ def test_racing_transitions_have_one_winner(tmp_path):
     stores = [JobStore(root), JobStore(root)]
     job_id = stores[0].submit(HELLO, "a@org")
     stores[0].set_status(job_id, S.WAITING)
+    stores[0].set_status(job_id, S.RUNNING)
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
+    ends = (S.COMPLETED, S.FAILED, S.ABORTED)
 
-    def race(i: int) -> None:
+    def race(i: int) -> None:  # each ends the job its own way: one of them does
         barrier.wait()
         try:
-            stores[i % 2].set_status(job_id, S.RUNNING, f"by {i}")
+            stores[i % 2].set_status(job_id, ends[i % 3], f"by {i}")
             outcomes.append("won")
         except JobStoreError as e:
             outcomes.append(str(e))
@@ -634,9 +639,9 @@ def test_racing_transitions_have_one_winner(tmp_path):
         t.join(60)
     assert outcomes.count("won") == 1, outcomes
     final = stores[1].get(job_id)
-    assert final.status == S.RUNNING and final.started_at is not None
+    assert final.status in ends and final.ended_at is not None
     # everyone else saw the state the winner left, under the write lock, and was refused
-    assert all("cannot go from RUNNING to RUNNING" in o for o in outcomes if o != "won")
+    assert all(f"cannot go from {final.status} to" in o for o in outcomes if o != "won"), outcomes
     for st in stores:
         st.close()
 
@@ -668,12 +673,56 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rounds(tmp_path):
         conn.execute("INSERT INTO rounds SELECT job_id, round, total_rounds, metrics, model_path, "
                      "recorded_at FROM r2")
         conn.execute("DROP TABLE r2")
+        conn.execute("DROP TABLE transitions")
         conn.execute("PRAGMA user_version=1")
     s = JobStore(ws)
     try:
         assert s.rounds(job_id)[0]["metrics"] == {"loss": 1.0}
         s.record_round(job_id, 1, 2, {"loss": 0.5}, outcome={"sites_failed": ["site-3"]})
         assert s.rounds(job_id)[1]["sites_failed"] == ["site-3"]
-        assert raw(s).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw(s).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         s.close()
+
+
+def test_a_version_2_store_gets_a_history_of_each_job_submitted_then_as_it_is(tmp_path):
+    ws = tmp_path / "ws"
+    s = JobStore(ws)
+    waiting, running = s.submit(HELLO, "alice"), s.submit(HELLO, "bob")
+    fresh = s.submit(HELLO, "carol")
+    s.set_status(waiting, S.WAITING, "waiting for sites")
+    run_to(s, running)
+    s.close()
+    with sqlite3.connect(str(ws / "jobs.db")) as conn:  # as flshell with schema 2 left it
+        conn.execute("DROP TABLE transitions")
+        conn.execute("PRAGMA user_version=2")
+    s = JobStore(ws)
+    try:
+        assert [t["status"] for t in s.transitions(fresh)] == [S.SUBMITTED]
+        assert [(t["status"], t["reason"]) for t in s.transitions(waiting)] == [
+            (S.SUBMITTED, None), (S.WAITING, "waiting for sites")]
+        assert [t["status"] for t in s.transitions(running)] == [S.SUBMITTED, S.RUNNING]
+        s.set_status(running, S.COMPLETED)
+        assert [t["status"] for t in s.transitions(running)] == [S.SUBMITTED, S.RUNNING, S.COMPLETED]
+    finally:
+        s.close()
+
+
+def test_the_history_holds_every_move_in_order_and_goes_with_the_job(store):
+    job_id = store.submit(HELLO, "alice")
+    store.set_status(job_id, S.WAITING, "waiting for a free run slot")
+    store.set_status(job_id, S.WAITING, "deploying to 2 sites")
+    store.set_status(job_id, S.RUNNING)
+    store.set_status(job_id, S.RUNNING, "resumed after round 1")
+    store.set_status(job_id, S.FAILED, "round 2: site-2 failed")
+    history = store.transitions(job_id)
+    assert [(t["status"], t["reason"]) for t in history] == [
+        (S.SUBMITTED, None), (S.WAITING, "waiting for a free run slot"),
+        (S.WAITING, "deploying to 2 sites"), (S.RUNNING, None), (S.RUNNING, "resumed after round 1"),
+        (S.FAILED, "round 2: site-2 failed")]
+    assert [t["at"] for t in history] == sorted(t["at"] for t in history)
+    with pytest.raises(JobStoreError):
+        store.set_status(job_id, S.RUNNING)  # refused: nothing added
+    assert len(store.transitions(job_id)) == 6
+    store.delete(job_id)
+    assert raw(store).execute("SELECT COUNT(*) FROM transitions").fetchone()[0] == 0

@@ -1,4 +1,6 @@
-"""POC mode: a server and N sites as background processes on this machine, on 127.0.0.1 only.
+"""POC mode: a server and N sites as background processes on this machine, on 127.0.0.1 only:
+the federation's own commands (`flshell server`, `flshell client`), each in a process of its
+own. `flshell poc ...` and the recipes' PocEnv both manage a POC through this module.
 
     DIR/poc.json                  what `prepare` made: sites, ports, settings
     DIR/server/config.json        the server's settings (ports fixed at prepare time)
@@ -54,7 +56,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _manifest(root: Path) -> dict[str, Any]:
+def manifest(root: Path) -> dict[str, Any]:
+    """What `prepare` wrote in the POC workspace `root` (PocError, saying how to make one, if
+    it is missing or unreadable)."""
+    root = Path(root).absolute()
     path = root / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -125,7 +130,7 @@ def _provision(root: Path, names: list[str], fl_port: int, admin_port: int,
 
 def admin_kit(root: Path | str) -> str | None:
     """The admin startup kit of a secure POC (None for an insecure one)."""
-    m = _manifest(Path(root).absolute())
+    m = manifest(Path(root).absolute())
     return m.get("admin_kit") if m.get("secure") else None
 
 
@@ -133,7 +138,7 @@ def admin_session(root: Path | str, timeout: float = 30.0, m: dict[str, Any] | N
     """An admin Session on the POC: as admin@poc with its kit when the POC is secure."""
     from runtime.admin import Session
 
-    m = m or _manifest(Path(root).absolute())
+    m = m or manifest(Path(root).absolute())
     if m.get("secure"):
         return Session.from_startup_kit(m["admin_kit"], address=m["admin_address"],
                                         timeout=timeout)
@@ -177,7 +182,7 @@ def _recorded(root: Path, name: str) -> psutil.Process | None:
 def running(root: Path) -> dict[str, psutil.Process]:
     root = Path(root).absolute()
     try:
-        m = _manifest(root)
+        m = manifest(root)
     except PocError:
         return {}
     out = {}
@@ -192,7 +197,7 @@ def start(root: Path, names: list[str] | None = None, timeout: float = 30.0) -> 
     """Start the server and sites (or only `names`) detached; wait until the server answers and
     the started sites are connected. Returns the manifest."""
     root = Path(root).absolute()
-    m = _manifest(root)
+    m = manifest(root)
     everyone = ["server", *m["sites"]]
     wanted = names or everyone
     unknown = [n for n in wanted if n not in everyone]
@@ -252,7 +257,7 @@ def _tail(path: Path, lines: int = 8) -> str:
 def stop(root: Path, names: list[str] | None = None, timeout: float = 10.0) -> list[str]:
     """SIGTERM what `start` launched (sites first, then the server), wait, SIGKILL stragglers."""
     root = Path(root).absolute()
-    m = _manifest(root)
+    m = manifest(root)
     order = [*m["sites"], "server"]
     wanted = [n for n in order if names is None or n in names]
     procs = {n: p for n in wanted if (p := _recorded(root, n)) is not None}
@@ -294,7 +299,7 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 def clean(root: Path) -> None:
     root = Path(root).absolute()
-    _manifest(root)  # refuses a folder that is not a POC
+    manifest(root)  # refuses a folder that is not a POC
     if running(root):
         stop(root)
     shutil.rmtree(root)
@@ -302,7 +307,7 @@ def clean(root: Path) -> None:
 
 def status(root: Path) -> dict[str, Any]:
     root = Path(root).absolute()
-    m = _manifest(root)
+    m = manifest(root)
     procs = running(root)
     members = [{"name": n, "running": n in procs, "pid": procs[n].pid if n in procs else None}
                for n in ["server", *m["sites"]]]
@@ -321,4 +326,4 @@ def status(root: Path) -> dict[str, Any]:
 
 
 def admin_address(root: Path) -> str:
-    return _manifest(Path(root).absolute())["admin_address"]
+    return manifest(Path(root).absolute())["admin_address"]
