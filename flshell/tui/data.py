@@ -102,11 +102,8 @@ class SessionSource:
             info = {}
         jobs, sites = self.session.list_jobs(), self.session.list_sites()
         history: dict[str, dict[int, dict[str, list[Any]]]] = {}
-        if any((s.get("info") or {}).get("gpus") for s in sites):
-            try:
-                history = self.session.gpu_history()
-            except Unsupported:  # an older server: the sparklines start from the next heartbeat
-                history = {}
+        if any((s.get("info") or {}).get("gpus") for s in sites) and self.session.supports("gpu_history"):
+            history = self.session.gpu_history()  # (else the sparklines start from the next beat)
         return Snapshot(jobs, sites, info, history)
 
     def watch(self, since: int | None = None, types: Iterable[str] = WATCH_TYPES) -> EventFeed:

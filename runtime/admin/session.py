@@ -20,6 +20,9 @@ from runtime.admin.errors import (ERROR_KINDS, AdminError, BadUpload, Denied, Se
                                   Unsupported)
 from runtime.jobs.upload import UploadError, pack_job
 from runtime.proto import admin_pb2, admin_pb2_grpc
+from runtime.transport.admin_messages import (API_VERSION, unpack_event, unpack_job, unpack_job_detail,
+                                              unpack_site)
+from runtime.version import version
 from runtime.transport.grpc_server import MAX_MESSAGE
 
 CHUNK_SIZE = 1024 * 1024    # bytes per uploaded chunk
@@ -40,10 +43,9 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, text: str) -> "Event":
-        fields = json.loads(text)
-        return cls(seq=fields.pop("seq", None), ts=float(fields.pop("ts", 0.0)),
-                   type=str(fields.pop("type", "")), data=fields)
+    def from_message(cls, message: Any) -> "Event":
+        seq, ts, kind, data = unpack_event(message)
+        return cls(seq=seq, ts=ts, type=kind, data=data)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -69,7 +71,7 @@ class EventStream:
             if self._closed or self._session._closed:
                 raise StopIteration from None
             raise self._session._error(e) from None
-        return Event.from_json(message.json)
+        return Event.from_message(message)
 
     def close(self) -> None:
         self._closed = True
@@ -145,6 +147,7 @@ class Session:
                         else grpc.insecure_channel(address, options))
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.kit: Any = None  # the startup kit, for a session made by from_startup_kit
+        self._server: dict[str, Any] | None = None  # what Hello said
         self._closed = False
 
     @classmethod
@@ -205,8 +208,7 @@ class Session:
             raise self._error(e) from None
 
     def _json(self, method: Callable, **args: Any) -> Any:
-        reply = self._call(method, admin_pb2.JsonRequest(json=json.dumps(args)))
-        return json.loads(reply.json)
+        return json.loads(self._call(method, _request(**args)).json)
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -230,12 +232,14 @@ class Session:
 
     def list_jobs(self, name: str | None = None, status: str | None = None, limit: int | None = None,
                   include_done: bool = True) -> list[dict[str, Any]]:
-        return self._json(self.stub.ListJobs, name=name, status=status, limit=limit,
-                          include_done=include_done)["jobs"]
+        reply = self._call(self.stub.Jobs, _request(name=name, status=status, limit=limit,
+                                                    include_done=include_done))
+        return [unpack_job(j) for j in reply.jobs]
 
     def get_job(self, ref: str) -> dict[str, Any]:
-        """The job (an id or a unique prefix of one) with its rounds and failure details."""
-        return self._json(self.stub.GetJob, job=ref)
+        """The job (an id or a unique prefix of one) with its rounds, its transitions (every
+        status it went through) and failure details."""
+        return unpack_job_detail(self._call(self.stub.JobDetails, _request(job=ref)))
 
     def abort_job(self, ref: str) -> dict[str, Any]:
         return self._json(self.stub.AbortJob, job=ref, user=self.user)
@@ -299,7 +303,7 @@ class Session:
             call = None
             if watching and window > 0:  # subscribe first: a change after get_job is then heard
                 self._check_open()
-                call = self.stub.Watch(admin_pb2.WatchRequest(types=["job_status"]), timeout=window)
+                call = self.stub.Events(admin_pb2.WatchRequest(types=["job_status"]), timeout=window)
                 call.initial_metadata()
             try:
                 job = self.get_job(job_id)
@@ -314,8 +318,8 @@ class Session:
                     continue
                 try:
                     for message in call:
-                        event = json.loads(message.json)
-                        if event.get("type") == "dropped" or event.get("job_id", job_id) == job_id:
+                        event = Event.from_message(message)
+                        if event.type == "dropped" or event.get("job_id", job_id) == job_id:
                             break
                 except grpc.RpcError as e:
                     if e.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older server: poll instead
@@ -329,7 +333,26 @@ class Session:
     # ---- sites, server, logs, events -------------------------------------------------------
 
     def list_sites(self) -> list[dict[str, Any]]:
-        return self._json(self.stub.ListSites)["sites"]
+        return [unpack_site(site) for site in self._call(self.stub.Sites, _request()).sites]
+
+    def server(self) -> dict[str, Any]:
+        """What the server says of itself (asked once per session): {"api": its admin API
+        version, "version": its flshell version, "features": the calls it offers}. A server
+        older than Hello is api 1 with no features listed."""
+        if self._server is None:
+            try:
+                reply = self._call(self.stub.Hello, admin_pb2.HelloRequest(
+                    api=API_VERSION, client=f"flshell {version()}"))
+                self._server = {"api": reply.api, "version": reply.version,
+                                "features": sorted(reply.features)}
+            except Unsupported:
+                self._server = {"api": 1, "version": "older than 0.1", "features": []}
+        return self._server
+
+    def supports(self, feature: str) -> bool:
+        """Whether the server offers `feature` (one of Hello's features: "gpu_history",
+        "transitions", ...): a front end leaves out what an older server lacks."""
+        return feature in self.server()["features"]
 
     def system_info(self) -> dict[str, Any]:
         return self._json(self.stub.SystemInfo)
@@ -371,7 +394,7 @@ class Session:
         request = admin_pb2.WatchRequest(types=sorted(types or ()))
         if since is not None:
             request.since = since
-        call = self.stub.Watch(request)  # no deadline: it lasts while read; keepalive spots a dead server
+        call = self.stub.Events(request)  # no deadline: it lasts while read; keepalive spots a dead server
         metadata = dict(call.initial_metadata() or ())  # sent once subscribed, or the call failed
         if call.done() and call.code() != grpc.StatusCode.OK:
             try:
@@ -391,6 +414,10 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _request(**args: Any) -> admin_pb2.JsonRequest:
+    return admin_pb2.JsonRequest(json=json.dumps(args))
 
 
 def _safe_extract(archive: Path, root: Path, what: str, strip: str | None = None) -> None:

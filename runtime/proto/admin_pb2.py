@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runtime/proto/admin.proto\x12\rflshell.admin\"\x1b\n\x0bJsonRequest\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"%\n\x05\x43hunk\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x15\n\x06JobRef\x12\x0b\n\x03job\x18\x01 \x01(\t\"G\n\x0bTailRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"\x18\n\x08LogChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\";\n\x0cWatchRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05types\x18\x02 \x03(\tB\x08\n\x06_since\"\x15\n\x05\x45vent\x12\x0c\n\x04json\x18\x01 \x01(\t2\xe0\x06\n\x0c\x41\x64minService\x12=\n\tSubmitJob\x12\x14.flshell.admin.Chunk\x1a\x18.flshell.admin.JsonReply(\x01\x12@\n\x08ListJobs\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12>\n\x06GetJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12@\n\x08\x41\x62ortJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12\x41\n\tDeleteJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12@\n\x08\x43loneJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12<\n\x0b\x44ownloadJob\x12\x15.flshell.admin.JobRef\x1a\x14.flshell.admin.Chunk0\x01\x12\x41\n\tListSites\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12\x42\n\nGpuHistory\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12\x42\n\nSystemInfo\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12@\n\x07TailLog\x12\x1a.flshell.admin.TailRequest\x1a\x17.flshell.admin.LogChunk0\x01\x12<\n\x05Watch\x12\x1b.flshell.admin.WatchRequest\x1a\x14.flshell.admin.Event0\x01\x12?\n\x07Operate\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19runtime/proto/admin.proto\x12\rflshell.admin\"\x1b\n\x0bJsonRequest\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x19\n\tJsonReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"%\n\x05\x43hunk\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x15\n\x06JobRef\x12\x0b\n\x03job\x18\x01 \x01(\t\"G\n\x0bTailRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\r\n\x05lines\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\"\x18\n\x08LogChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\";\n\x0cWatchRequest\x12\x12\n\x05since\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05types\x18\x02 \x03(\tB\x08\n\x06_since\"N\n\x05\x45vent\x12\x10\n\x03seq\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\n\n\x02ts\x18\x02 \x01(\x01\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\tB\x06\n\x04_seq\"+\n\x0cHelloRequest\x12\x0b\n\x03\x61pi\x18\x01 \x01(\x05\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\"<\n\nHelloReply\x12\x0b\n\x03\x61pi\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\"\x98\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x06reason\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tsubmitter\x18\x05 \x01(\t\x12\x14\n\x0csubmitted_at\x18\x06 \x01(\x01\x12\x17\n\nstarted_at\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08\x65nded_at\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rcurrent_round\x18\t \x01(\x03H\x03\x88\x01\x01\x12\x19\n\x0ctotal_rounds\x18\n \x01(\x03H\x04\x88\x01\x01\x12\r\n\x05sites\x18\x0b \x03(\t\x12\x13\n\x0bmin_clients\x18\x0c \x01(\x05\x12\x19\n\x11round_in_progress\x18\r \x01(\x08\x12\x0e\n\x06\x66older\x18\x0e \x01(\t\x12\x11\n\tworkspace\x18\x0f \x01(\t\x12\x12\n\nextra_json\x18\x10 \x01(\tB\t\n\x07_reasonB\r\n\x0b_started_atB\x0b\n\t_ended_atB\x10\n\x0e_current_roundB\x0f\n\r_total_rounds\"+\n\x07JobList\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.flshell.admin.Job\"\xf8\x01\n\x05Round\x12\r\n\x05round\x18\x01 \x01(\x03\x12\x19\n\x0ctotal_rounds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0cmetrics_json\x18\x03 \x01(\t\x12\x17\n\nmodel_path\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0brecorded_at\x18\x05 \x01(\x01\x12\x10\n\x08sites_ok\x18\x06 \x03(\t\x12\x14\n\x0csites_failed\x18\x07 \x03(\t\x12\x17\n\x0fsites_timed_out\x18\x08 \x03(\t\x12\x14\n\x07seconds\x18\t \x01(\x01H\x02\x88\x01\x01\x42\x0f\n\r_total_roundsB\r\n\x0b_model_pathB\n\n\x08_seconds\"H\n\nTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x13\n\x06reason\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x42\t\n\x07_reason\"\x96\x02\n\tJobDetail\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.flshell.admin.Job\x12$\n\x06rounds\x18\x02 \x03(\x0b\x32\x14.flshell.admin.Round\x12.\n\x0btransitions\x18\x03 \x03(\x0b\x32\x19.flshell.admin.Transition\x12\x14\n\x0c\x66\x61iled_sites\x18\x04 \x03(\t\x12\x45\n\x0f\x66\x61ilure_details\x18\x05 \x03(\x0b\x32,.flshell.admin.JobDetail.FailureDetailsEntry\x1a\x35\n\x13\x46\x61ilureDetailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x15\n\rregistered_at\x18\x03 \x01(\x01\x12\x11\n\tlast_seen\x18\x04 \x01(\x01\x12\x15\n\rheartbeat_age\x18\x05 \x01(\x01\x12\x0f\n\x07polling\x18\x06 \x01(\x08\x12\x0e\n\x06queued\x18\x07 \x01(\x03\x12\x11\n\tinfo_json\x18\x08 \x01(\t\".\n\x08SiteList\x12\"\n\x05sites\x18\x01 \x03(\x0b\x32\x13.flshell.admin.Site2\x9b\x07\n\x0c\x41\x64minService\x12?\n\x05Hello\x12\x1b.flshell.admin.HelloRequest\x1a\x19.flshell.admin.HelloReply\x12=\n\tSubmitJob\x12\x14.flshell.admin.Chunk\x1a\x18.flshell.admin.JsonReply(\x01\x12:\n\x04Jobs\x12\x1a.flshell.admin.JsonRequest\x1a\x16.flshell.admin.JobList\x12\x42\n\nJobDetails\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JobDetail\x12@\n\x08\x41\x62ortJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12\x41\n\tDeleteJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12@\n\x08\x43loneJob\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12<\n\x0b\x44ownloadJob\x12\x15.flshell.admin.JobRef\x1a\x14.flshell.admin.Chunk0\x01\x12<\n\x05Sites\x12\x1a.flshell.admin.JsonRequest\x1a\x17.flshell.admin.SiteList\x12\x42\n\nGpuHistory\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12\x42\n\nSystemInfo\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReply\x12@\n\x07TailLog\x12\x1a.flshell.admin.TailRequest\x1a\x17.flshell.admin.LogChunk0\x01\x12=\n\x06\x45vents\x12\x1b.flshell.admin.WatchRequest\x1a\x14.flshell.admin.Event0\x01\x12?\n\x07Operate\x12\x1a.flshell.admin.JsonRequest\x1a\x18.flshell.admin.JsonReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runtime.proto.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JOBDETAIL_FAILUREDETAILSENTRY']._loaded_options = None
+  _globals['_JOBDETAIL_FAILUREDETAILSENTRY']._serialized_options = b'8\001'
   _globals['_JSONREQUEST']._serialized_start=44
   _globals['_JSONREQUEST']._serialized_end=71
   _globals['_JSONREPLY']._serialized_start=73
@@ -46,7 +48,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST']._serialized_start=261
   _globals['_WATCHREQUEST']._serialized_end=320
   _globals['_EVENT']._serialized_start=322
-  _globals['_EVENT']._serialized_end=343
-  _globals['_ADMINSERVICE']._serialized_start=346
-  _globals['_ADMINSERVICE']._serialized_end=1210
+  _globals['_EVENT']._serialized_end=400
+  _globals['_HELLOREQUEST']._serialized_start=402
+  _globals['_HELLOREQUEST']._serialized_end=445
+  _globals['_HELLOREPLY']._serialized_start=447
+  _globals['_HELLOREPLY']._serialized_end=507
+  _globals['_JOB']._serialized_start=510
+  _globals['_JOB']._serialized_end=918
+  _globals['_JOBLIST']._serialized_start=920
+  _globals['_JOBLIST']._serialized_end=963
+  _globals['_ROUND']._serialized_start=966
+  _globals['_ROUND']._serialized_end=1214
+  _globals['_TRANSITION']._serialized_start=1216
+  _globals['_TRANSITION']._serialized_end=1288
+  _globals['_JOBDETAIL']._serialized_start=1291
+  _globals['_JOBDETAIL']._serialized_end=1569
+  _globals['_JOBDETAIL_FAILUREDETAILSENTRY']._serialized_start=1516
+  _globals['_JOBDETAIL_FAILUREDETAILSENTRY']._serialized_end=1569
+  _globals['_SITE']._serialized_start=1572
+  _globals['_SITE']._serialized_end=1725
+  _globals['_SITELIST']._serialized_start=1727
+  _globals['_SITELIST']._serialized_end=1773
+  _globals['_ADMINSERVICE']._serialized_start=1776
+  _globals['_ADMINSERVICE']._serialized_end=2699
 # @@protoc_insertion_point(module_scope)

@@ -34,20 +34,25 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Hello = channel.unary_unary(
+                '/flshell.admin.AdminService/Hello',
+                request_serializer=runtime_dot_proto_dot_admin__pb2.HelloRequest.SerializeToString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.HelloReply.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.stream_unary(
                 '/flshell.admin.AdminService/SubmitJob',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.Chunk.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
                 _registered_method=True)
-        self.ListJobs = channel.unary_unary(
-                '/flshell.admin.AdminService/ListJobs',
+        self.Jobs = channel.unary_unary(
+                '/flshell.admin.AdminService/Jobs',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-                response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.JobList.FromString,
                 _registered_method=True)
-        self.GetJob = channel.unary_unary(
-                '/flshell.admin.AdminService/GetJob',
+        self.JobDetails = channel.unary_unary(
+                '/flshell.admin.AdminService/JobDetails',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-                response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.JobDetail.FromString,
                 _registered_method=True)
         self.AbortJob = channel.unary_unary(
                 '/flshell.admin.AdminService/AbortJob',
@@ -69,10 +74,10 @@ class AdminServiceStub:
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JobRef.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.Chunk.FromString,
                 _registered_method=True)
-        self.ListSites = channel.unary_unary(
-                '/flshell.admin.AdminService/ListSites',
+        self.Sites = channel.unary_unary(
+                '/flshell.admin.AdminService/Sites',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-                response_deserializer=runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+                response_deserializer=runtime_dot_proto_dot_admin__pb2.SiteList.FromString,
                 _registered_method=True)
         self.GpuHistory = channel.unary_unary(
                 '/flshell.admin.AdminService/GpuHistory',
@@ -89,8 +94,8 @@ class AdminServiceStub:
                 request_serializer=runtime_dot_proto_dot_admin__pb2.TailRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.LogChunk.FromString,
                 _registered_method=True)
-        self.Watch = channel.unary_stream(
-                '/flshell.admin.AdminService/Watch',
+        self.Events = channel.unary_stream(
+                '/flshell.admin.AdminService/Events',
                 request_serializer=runtime_dot_proto_dot_admin__pb2.WatchRequest.SerializeToString,
                 response_deserializer=runtime_dot_proto_dot_admin__pb2.Event.FromString,
                 _registered_method=True)
@@ -104,6 +109,13 @@ class AdminServiceStub:
 class AdminServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Hello(self, request, context):
+        """The server's admin API version and features; any authenticated caller may ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitJob(self, request_iterator, context):
         """Upload a job: a header chunk ({"user"}), then the zip of the job folder; replies {"job_id"}.
         """
@@ -111,15 +123,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListJobs(self, request, context):
-        """{"name", "status", "limit", "include_done"} -> {"jobs": [job, ...]}.
+    def Jobs(self, request, context):
+        """{"name", "status", "limit", "include_done"} -> the jobs the caller may see, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetJob(self, request, context):
-        """{"job"} -> the job with its rounds and failure details.
+    def JobDetails(self, request, context):
+        """{"job"} -> the job with its rounds, its transitions and failure details.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,8 +165,8 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListSites(self, request, context):
-        """{} -> {"sites": [site, ...]}.
+    def Sites(self, request, context):
+        """{} -> every site the server knows, by name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,7 +196,7 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Watch(self, request, context):
+    def Events(self, request, context):
         """Events from the server's event bus; initial metadata "flshell-seq" is sent once subscribed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,20 +214,25 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Hello': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hello,
+                    request_deserializer=runtime_dot_proto_dot_admin__pb2.HelloRequest.FromString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.HelloReply.SerializeToString,
+            ),
             'SubmitJob': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.Chunk.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
             ),
-            'ListJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListJobs,
+            'Jobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.Jobs,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
-                    response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.JobList.SerializeToString,
             ),
-            'GetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJob,
+            'JobDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.JobDetails,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
-                    response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.JobDetail.SerializeToString,
             ),
             'AbortJob': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortJob,
@@ -237,10 +254,10 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.JobRef.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.Chunk.SerializeToString,
             ),
-            'ListSites': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListSites,
+            'Sites': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sites,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.JsonRequest.FromString,
-                    response_serializer=runtime_dot_proto_dot_admin__pb2.JsonReply.SerializeToString,
+                    response_serializer=runtime_dot_proto_dot_admin__pb2.SiteList.SerializeToString,
             ),
             'GpuHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GpuHistory,
@@ -257,8 +274,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.TailRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.LogChunk.SerializeToString,
             ),
-            'Watch': grpc.unary_stream_rpc_method_handler(
-                    servicer.Watch,
+            'Events': grpc.unary_stream_rpc_method_handler(
+                    servicer.Events,
                     request_deserializer=runtime_dot_proto_dot_admin__pb2.WatchRequest.FromString,
                     response_serializer=runtime_dot_proto_dot_admin__pb2.Event.SerializeToString,
             ),
@@ -277,6 +294,33 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Hello(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flshell.admin.AdminService/Hello',
+            runtime_dot_proto_dot_admin__pb2.HelloRequest.SerializeToString,
+            runtime_dot_proto_dot_admin__pb2.HelloReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SubmitJob(request_iterator,
@@ -306,7 +350,7 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
-    def ListJobs(request,
+    def Jobs(request,
             target,
             options=(),
             channel_credentials=None,
@@ -319,9 +363,9 @@ class AdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/flshell.admin.AdminService/ListJobs',
+            '/flshell.admin.AdminService/Jobs',
             runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-            runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+            runtime_dot_proto_dot_admin__pb2.JobList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -333,7 +377,7 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
-    def GetJob(request,
+    def JobDetails(request,
             target,
             options=(),
             channel_credentials=None,
@@ -346,9 +390,9 @@ class AdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/flshell.admin.AdminService/GetJob',
+            '/flshell.admin.AdminService/JobDetails',
             runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-            runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+            runtime_dot_proto_dot_admin__pb2.JobDetail.FromString,
             options,
             channel_credentials,
             insecure,
@@ -468,7 +512,7 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
-    def ListSites(request,
+    def Sites(request,
             target,
             options=(),
             channel_credentials=None,
@@ -481,9 +525,9 @@ class AdminService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/flshell.admin.AdminService/ListSites',
+            '/flshell.admin.AdminService/Sites',
             runtime_dot_proto_dot_admin__pb2.JsonRequest.SerializeToString,
-            runtime_dot_proto_dot_admin__pb2.JsonReply.FromString,
+            runtime_dot_proto_dot_admin__pb2.SiteList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -576,7 +620,7 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
-    def Watch(request,
+    def Events(request,
             target,
             options=(),
             channel_credentials=None,
@@ -589,7 +633,7 @@ class AdminService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/flshell.admin.AdminService/Watch',
+            '/flshell.admin.AdminService/Events',
             runtime_dot_proto_dot_admin__pb2.WatchRequest.SerializeToString,
             runtime_dot_proto_dot_admin__pb2.Event.FromString,
             options,

@@ -25,6 +25,8 @@ from runtime.proto import admin_pb2
 from runtime.server.authz import SUBMITTER_ORG, Authorizer, Caller, Denied, Unauthenticated
 from runtime.server.gpu_history import GpuHistory
 from runtime.server.job_store import AmbiguousJob, JobStoreError, UnknownJob
+from runtime.transport.admin_messages import (API_VERSION, dump, pack_event, pack_job,
+                                              pack_job_detail, pack_site)
 from runtime.transport.grpc_server import MAX_MESSAGE
 from runtime.transport.guard import HEADROOM, MAX_UNARY_BYTES, RequestRefused, service_handler
 from runtime.transport.health import EXCLUSIVE_PORT, ServingPort
@@ -71,23 +73,11 @@ def _error_kind(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    for attr in ("item", "tolist"):  # numpy / torch scalars and arrays
-        fn = getattr(value, attr, None)
-        if callable(fn):
-            try:
-                return fn()
-            except (TypeError, ValueError, RuntimeError):
-                continue
-    return repr(value)  # a reply or an event is never lost to one odd value
+_dump = dump
 
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
+# what Hello says this server offers (Session.supports): calls beyond the api version's base
+FEATURES = ("jobs", "job_details", "transitions", "sites", "events", "gpu_history", "operate",
+            "tail_log", "download_job", "clone_job", "system_info")
 
 
 def _object(text: str, what: str = "the request") -> dict[str, Any]:
@@ -214,13 +204,24 @@ class AdminServicer:
                          job_owner_org=org, collection=collection, **extra)
         return caller, job_id
 
-    def _json_call(self, request, context, call: Callable[[dict[str, Any]], Any]) -> admin_pb2.JsonReply:
+    def _json_call(self, request, context, call: Callable[[dict[str, Any]], Any],
+                   pack: Callable[[Any], Any] = lambda v: admin_pb2.JsonReply(json=_dump(v))) -> Any:
+        """Unpack the JSON request, `call` it, `pack` the reply (JSON unless a typed message)."""
         try:
-            return admin_pb2.JsonReply(json=_dump(call(_object(request.json))))
+            return pack(call(_object(request.json)))
         except Exception as e:  # noqa: BLE001 - every error becomes a status; abort raises
             self._abort(context, e)
 
     # ---- calls ----------------------------------------------------------------------------------
+
+    def Hello(self, request, context):
+        try:
+            self._caller(context)  # any authenticated caller may ask
+        except Exception as e:  # noqa: BLE001
+            self._abort(context, e)
+        from runtime.version import version
+
+        return admin_pb2.HelloReply(api=API_VERSION, version=version(), features=FEATURES)
 
     def SubmitJob(self, request_iterator, context):
         try:
@@ -253,7 +254,7 @@ class AdminServicer:
             return self.manager.submit_archive(data, user)
         return self.manager.submit_archive(data, user, extra=extra)
 
-    def ListJobs(self, request, context):
+    def Jobs(self, request, context):
         def call(a: dict[str, Any]) -> Any:
             caller, _ = self._authorize(context, "list_jobs", ["view"], a, collection=True)
             include_done = a.get("include_done", True)
@@ -261,14 +262,15 @@ class AdminServicer:
                 raise ValueError(f'"include_done" must be true or false, got {str(include_done)[:40]}')
             jobs = self.manager.list_jobs(name=a.get("name"), status=a.get("status"),
                                           limit=a.get("limit"), include_done=include_done)
-            return {"jobs": [j for j in jobs if self.authz.visible(caller, j)]}
-        return self._json_call(request, context, call)
+            return [j for j in jobs if self.authz.visible(caller, j)]
+        return self._json_call(request, context, call,
+                               lambda jobs: admin_pb2.JobList(jobs=[pack_job(j) for j in jobs]))
 
-    def GetJob(self, request, context):
+    def JobDetails(self, request, context):
         def call(a: dict[str, Any]) -> Any:
             _, job_id = self._authorize(context, "get_job", ["view"], a, job_ref=a.get("job"))
             return self.manager.get_job(job_id)
-        return self._json_call(request, context, call)
+        return self._json_call(request, context, call, pack_job_detail)
 
     def AbortJob(self, request, context):
         def call(a: dict[str, Any]) -> Any:
@@ -303,11 +305,12 @@ class AdminServicer:
             return False
         return has_custom_code(folder)
 
-    def ListSites(self, request, context):
+    def Sites(self, request, context):
         def call(a: dict[str, Any]) -> Any:
             self._authorize(context, "list_sites", ["view"], a, collection=True)
-            return {"sites": self.manager.list_sites()}
-        return self._json_call(request, context, call)
+            return self.manager.list_sites()
+        return self._json_call(request, context, call,
+                               lambda sites: admin_pb2.SiteList(sites=[pack_site(s) for s in sites]))
 
     def GpuHistory(self, request, context):
         def call(a: dict[str, Any]) -> Any:
@@ -420,7 +423,7 @@ class AdminServicer:
             if pending and context.is_active():
                 yield admin_pb2.LogChunk(text=_whole_lines(pending, final=True).decode("utf-8", errors="replace"))
 
-    def Watch(self, request, context):
+    def Events(self, request, context):
         try:
             self._authorize(context, "watch", ["view"], collection=True)
         except Exception as e:  # noqa: BLE001
@@ -439,7 +442,7 @@ class AdminServicer:
                     if sub.closed:
                         return
                     continue
-                yield admin_pb2.Event(json=_dump(event))
+                yield pack_event(event)
         finally:
             sub.close()
 

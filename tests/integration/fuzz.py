@@ -17,7 +17,7 @@ from runtime.proto import admin_pb2, admin_pb2_grpc, fl_pb2, fl_pb2_grpc
 
 KEYS = ["job", "name", "status", "limit", "include_done", "user", "site", "last", "action",
         "target", "sites", "lines", "follow", "types", "since", "json", "kind"]
-JSON_METHODS = ["ListJobs", "GetJob", "AbortJob", "DeleteJob", "CloneJob", "ListSites",
+JSON_METHODS = ["Jobs", "JobDetails", "AbortJob", "DeleteJob", "CloneJob", "Sites",
                 "GpuHistory", "SystemInfo", "Operate"]
 ODD_TEXT = ["", " ", "\x00", "..", "../../etc/passwd", "/etc/passwd", "site-1", "site-1/../x",
             "COMPLETED", "RUNNING", "last", "*", "%", "' OR 1=1 --", "\ud800", "\U0001f600" * 50,
@@ -117,7 +117,7 @@ class Fuzzer:
                 self.tally.record(what, None)
 
     def one_admin_call(self) -> None:
-        method = self.rng.choice(JSON_METHODS + ["DownloadJob", "TailLog", "Watch", "SubmitJob"])
+        method = self.rng.choice(JSON_METHODS + ["Hello", "DownloadJob", "TailLog", "Events", "SubmitJob"])
         if method in JSON_METHODS:
             text = self.request_text()
             if method == "Operate":  # keep the federation under test up: no shutdown or
@@ -135,11 +135,14 @@ class Fuzzer:
                                         follow=self.rng.random() < 0.2)
             self._stream(f"TailLog {job!r} {site!r} {lines}",
                          lambda: self.admin.TailLog(req, timeout=1))
-        elif method == "Watch":
+        elif method == "Hello":
+            req = admin_pb2.HelloRequest(api=self.rng.choice([0, -1, 2, 2**31 - 1]), client=self.field())
+            self._unary(f"Hello {req.api}", lambda: self.admin.Hello(req, timeout=10))
+        elif method == "Events":
             types = [self.field() for _ in range(self.rng.randint(0, 3))]
             kw = {"since": self.rng.choice(ODD_INTS[:5] + [2**63 - 1])} if self.rng.random() < 0.5 else {}
             req = admin_pb2.WatchRequest(types=types, **kw)
-            self._stream(f"Watch {types} {kw}", lambda: self.admin.Watch(req, timeout=0.5), limit=2)
+            self._stream(f"Events {types} {kw}", lambda: self.admin.Events(req, timeout=0.5), limit=2)
         else:
             header = self.request_text()
             chunks = [admin_pb2.Chunk(header=header, data=self.rng.randbytes(self.rng.randint(0, 64)))]

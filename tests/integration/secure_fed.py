@@ -134,9 +134,9 @@ FL_UNARY = ("Register", "Heartbeat", "ReportJob", "LogMetrics", "ShipLog", "Good
 FL_SERVER_STREAM = ("Poll", "GetJob")
 FL_CLIENT_STREAM = ("SubmitResult",)
 FL_METHODS = FL_UNARY + FL_SERVER_STREAM + FL_CLIENT_STREAM
-ADMIN_UNARY = ("ListJobs", "GetJob", "AbortJob", "DeleteJob", "CloneJob", "ListSites",
+ADMIN_UNARY = ("Hello", "Jobs", "JobDetails", "AbortJob", "DeleteJob", "CloneJob", "Sites",
                "SystemInfo", "Operate", "GpuHistory")
-ADMIN_SERVER_STREAM = ("DownloadJob", "TailLog", "Watch")
+ADMIN_SERVER_STREAM = ("DownloadJob", "TailLog", "Events")
 ADMIN_CLIENT_STREAM = ("SubmitJob",)
 ADMIN_METHODS = ADMIN_UNARY + ADMIN_SERVER_STREAM + ADMIN_CLIENT_STREAM
 

@@ -279,3 +279,55 @@ def test_wait_job_exit_code_for_an_aborted_job(session, tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert run_script(session, f"abort_job -y {job_id}\nwait_job {job_id}", out, err) == JOB_UNSUCCESSFUL
     assert "ABORTED" in out.getvalue()
+
+
+def test_hello_says_the_api_and_the_features_and_typed_replies_carry_the_whole_job(
+        server, session, sites, tmp_path):
+    """Hello: the admin API version and what the server offers. The typed job, site and event
+    messages give the Session exactly what the server's manager holds."""
+    from runtime.transport.admin_messages import API_VERSION
+
+    hello = session.server()
+    assert hello["api"] == API_VERSION == 2
+    assert {"jobs", "job_details", "sites", "events", "gpu_history", "transitions"} <= set(hello["features"])
+    assert session.supports("gpu_history") and not session.supports("time_travel")
+
+    events = session.watch(types=["job_status"])
+    job_id = session.submit_job(_job_copy(tmp_path, rounds=2))
+    assert session.wait_for_job(job_id, timeout=WAIT, poll=1.0)["status"] == "COMPLETED"
+    got, held = session.get_job(job_id), server.manager.get_job(job_id)
+    assert got["short_id"] == job_id[:8]
+    for key in ("job_id", "name", "status", "reason", "submitter", "submitted_at", "started_at",
+                "ended_at", "current_round", "total_rounds", "sites", "min_clients", "extra",
+                "transitions", "failed_sites", "failure_details"):
+        assert got[key] == held[key], key
+    assert got["folder"] == held["folder"] and got["workspace"] == held["workspace"]
+    assert [{k: r[k] for k in held["rounds"][0]} for r in got["rounds"]] == held["rounds"]
+    assert [t["status"] for t in got["transitions"]] == ["SUBMITTED", "WAITING", "RUNNING", "COMPLETED"]
+    assert session.list_jobs()[0]["job_id"] == job_id
+    listed = {s["name"]: s for s in session.list_sites()}
+    assert listed["site-1"]["info"] == server.engine.sites.get("site-1").snapshot()["info"]
+    statuses = []
+    for ev in events:
+        assert isinstance(ev.seq, int) and ev.ts > 0 and ev.type == "job_status"
+        statuses.append(ev.get("status"))
+        if ev.get("status") == "COMPLETED":
+            break
+    events.close()
+    assert statuses == [t["status"] for t in got["transitions"]]
+
+
+def test_a_server_older_than_hello_is_api_1_and_offers_nothing_new():
+    """An older server answers Hello with UNIMPLEMENTED: the Session takes it for API 1, and a
+    front end asking supports() leaves the newer calls out instead of failing."""
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Session(f"127.0.0.1:{port}", timeout=5) as s:
+            assert s.server() == {"api": 1, "version": "older than 0.1", "features": []}
+            assert not s.supports("gpu_history")
+    finally:
+        server.stop(0)

@@ -48,7 +48,7 @@ def test_list_jobs_names_the_bad_field(fed, request_json, field):
 
     with grpc.insecure_channel(fed.address) as ch:
         with pytest.raises(grpc.RpcError) as e:
-            admin_pb2_grpc.AdminServiceStub(ch).ListJobs(admin_pb2.JsonRequest(json=request_json),
+            admin_pb2_grpc.AdminServiceStub(ch).Jobs(admin_pb2.JsonRequest(json=request_json),
                                                          timeout=10)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
     assert field in e.value.details()

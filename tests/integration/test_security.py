@@ -89,7 +89,7 @@ def test_s1_handshake_refuses_peers_without_a_valid_certificate(fed, case):
         e = rpc_error(register, ch, "site-1")
     assert e.code() == C.UNAVAILABLE, (case, e)
     with channel(fed.admin, creds) as ch:
-        e = rpc_error(ch.unary_unary(f"/{ADMIN_SERVICE}/ListSites"),
+        e = rpc_error(ch.unary_unary(f"/{ADMIN_SERVICE}/Sites"),
                       admin_pb2.JsonRequest(json="{}").SerializeToString(), timeout=5)
     assert e.code() == C.UNAVAILABLE, (case, e)
     assert time.monotonic() - t0 < 5  # refused at once, not after a timeout
@@ -190,7 +190,7 @@ def test_s3_messages_over_the_limits_are_refused_and_the_limits_themselves_pass(
         fed.server.engine.remove_site("fuzzer")  # not a site the last test's job may wait for
     with channel(fed.admin, kit_credentials(fed.prod / ADMINS["lead_a"])) as ch:
         huge = admin_pb2.JsonRequest(json=" " * (MAX_UNARY_BYTES + 1)).SerializeToString()
-        assert call_raw(ch, ADMIN_SERVICE, "ListJobs", huge, timeout=10) == C.RESOURCE_EXHAUSTED
+        assert call_raw(ch, ADMIN_SERVICE, "Jobs", huge, timeout=10) == C.RESOURCE_EXHAUSTED
         chunk = admin_pb2.Chunk(data=b"\0" * (2 * 1024 * 1024)).SerializeToString()
         assert call_raw(ch, ADMIN_SERVICE, "SubmitJob", [chunk], timeout=10) == C.RESOURCE_EXHAUSTED
 
@@ -276,7 +276,7 @@ def test_s2_fuzzed_payloads_get_clean_errors_and_the_server_stays_up(fed):
                                     st.text(max_size=60))))
     def fuzz_admin(method: str, data: bytes) -> None:
         t1 = time.perf_counter()
-        streams = method in ("Watch", "TailLog")  # a valid one lasts until its deadline
+        streams = method in ("Events", "TailLog")  # a valid one lasts until its deadline
         code = call_raw(ach, ADMIN_SERVICE, method, data, timeout=0.3 if streams else 5)
         spent["admin." + method] = spent.get("admin." + method, 0.0) + time.perf_counter() - t1
         codes.setdefault("admin." + method, {}).setdefault(code.name, 0)
