@@ -3,8 +3,9 @@ running POC federation, `recipe.execute(PocEnv())`, or on a provisioned one as a
 `recipe.execute(ProdEnv("prod/admin@org.com"))`."""
 
 from runtime.recipes.base import Recipe, component
-from runtime.recipes.envs import (Env, EnvError, PocEnv, PocRun, ProdEnv, Run, SimEnv,
-                                  SimRun, read_poc_manifest)
+from runtime.recipes.envs import Env, EnvError, Run
+from runtime.recipes.poc_env import PocEnv, PocRun, ProdEnv, read_poc_manifest
+from runtime.recipes.sim_env import SimEnv, SimRun
 from runtime.recipes.fedavg import FedAvgRecipe, NumpyFedAvgRecipe, add_experiment_tracking
 from runtime.recipes.lr import FedAvgLrRecipe
 

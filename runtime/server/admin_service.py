@@ -15,7 +15,7 @@ import re
 import threading
 from concurrent import futures
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -25,6 +25,7 @@ from runtime.proto import admin_pb2
 from runtime.server.authz import SUBMITTER_ORG, Authorizer, Caller, Denied, Unauthenticated
 from runtime.server.gpu_history import GpuHistory
 from runtime.server.job_store import AmbiguousJob, JobStoreError, UnknownJob
+from runtime.server.log_tail import log_lines
 from runtime.transport.admin_messages import (API_VERSION, dump, pack_event, pack_job,
                                               pack_job_detail, pack_site)
 from runtime.transport.grpc_server import MAX_MESSAGE
@@ -36,11 +37,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 CHUNK_SIZE = 1024 * 1024      # bytes per Chunk / LogChunk message
 WATCH_QUEUE = 1000            # events a watcher may fall behind by before it gets `dropped`
-TAIL_POLL = 0.2               # seconds between looks at a followed log file
-TAIL_QUIET_POLLS = 5          # a followed log ends once the job is done and it stayed this many polls unchanged
 ERROR_KEY = "flshell-error"   # trailing metadata: the kind of error, for the client to raise
 SEQ_KEY = "flshell-seq"       # Watch's initial metadata: the bus's last seq when the watcher subscribed
-_TAIL_BLOCK = 64 * 1024
 UPLOAD_DEADLINE = 600.0       # seconds a job upload may take, whatever the client's deadline
 MAX_RECEIVE = CHUNK_SIZE + HEADROOM  # the largest message the admin port accepts
 _NO_JOB = object()  # _authorize: the command is not about one job
@@ -96,39 +94,6 @@ def _ref(ref: Any) -> str:
     if not isinstance(ref, str) or not ref.strip():
         raise ValueError('a job id (or a prefix of one) is needed in "job"')
     return ref.strip()
-
-
-def _tail_start(f: BinaryIO, lines: int) -> int:
-    """The offset where the last `lines` lines of `f` start (negative: 0, the whole file)."""
-    end = f.seek(0, os.SEEK_END)
-    if lines < 0:
-        return 0
-    if lines == 0:
-        return end
-    pos, count = end, 0
-    while pos > 0:
-        size = min(_TAIL_BLOCK, pos)
-        pos -= size
-        f.seek(pos)
-        block = f.read(size)
-        i = len(block)
-        while (i := block.rfind(b"\n", 0, i)) >= 0:
-            if pos + i == end - 1:  # the newline that ends the file ends the last line
-                continue
-            count += 1
-            if count == lines:
-                return pos + i + 1
-    return 0
-
-
-def _whole_lines(pending: bytearray, final: bool) -> bytes:
-    """Take from `pending` what can be sent: its complete lines (everything when `final`, or
-    when one line outgrows a chunk, so memory stays bounded)."""
-    whole = pending.rfind(b"\n") + 1
-    cut = len(pending) if final or (not whole and len(pending) >= CHUNK_SIZE) else whole
-    out = bytes(pending[:cut])
-    del pending[:cut]
-    return out
 
 
 class AdminServicer:
@@ -393,35 +358,16 @@ class AdminServicer:
             self._abort(context, e)
         stop = threading.Event()
         context.add_callback(stop.set)
-        with f:
-            f.seek(_tail_start(f, request.lines))
-            pending = bytearray()
-            done = False  # the job has ended: stop once the file stays unchanged a while
-            quiet = 0
-            while context.is_active():
-                data = f.read(CHUNK_SIZE)
-                if data:
-                    pending += data
-                    quiet = 0
-                    if text := _whole_lines(pending, final=False):
-                        yield admin_pb2.LogChunk(text=text.decode("utf-8", errors="replace"))
-                    continue
-                if not request.follow or (done and quiet >= TAIL_QUIET_POLLS):
-                    break
-                if os.fstat(f.fileno()).st_size < f.tell():  # truncated: start over
-                    f.seek(0)
-                    continue
-                if done:
-                    quiet += 1
-                else:
-                    try:
-                        done = self.manager.job_done(ref)
-                    except Exception as e:  # noqa: BLE001 - e.g. the job was deleted meanwhile
-                        log.debug("tail_log: job %s: %s", ref, e)
-                        done = True
-                stop.wait(TAIL_POLL)
-            if pending and context.is_active():
-                yield admin_pb2.LogChunk(text=_whole_lines(pending, final=True).decode("utf-8", errors="replace"))
+
+        def job_done() -> bool:
+            try:
+                return self.manager.job_done(ref)
+            except Exception as e:  # noqa: BLE001 - e.g. the job was deleted meanwhile
+                log.debug("tail_log: job %s: %s", ref, e)
+                return True
+
+        for text in log_lines(f, request.lines, request.follow, context.is_active, job_done, stop):
+            yield admin_pb2.LogChunk(text=text)
 
     def Events(self, request, context):
         try:

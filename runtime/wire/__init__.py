@@ -10,8 +10,6 @@ from runtime.wire.codec import (
     MAX_HEADER_BYTES,
     BFloat16Mode,
     DecodeTarget,
-    ModelAssembler,
-    ParamsAssembler,
     WireError,
     WireLimitError,
     decode_model,
@@ -22,6 +20,7 @@ from runtime.wire.codec import (
     iter_chunks,
     iter_model_chunks,
 )
+from runtime.wire.assembler import ModelAssembler, ParamsAssembler
 from runtime.wire.convert import ParamsFormat, params_format, params_to_numpy, params_to_torch
 
 __all__ = [

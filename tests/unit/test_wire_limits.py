@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from runtime.wire import ModelAssembler, ParamsAssembler, WireError, WireLimitError, decode_params
-from runtime.wire import codec
+from runtime.wire import assembler
 from runtime.wire.codec import MAGIC
 
 GiB = 1024 ** 3
@@ -57,7 +57,7 @@ def test_inconsistent_tensor_headers_are_refused(bad, why):
 def no_alloc(monkeypatch):
     """Fail the test if the assembler allocates an array."""
     calls = []
-    monkeypatch.setattr(codec._Assembler, "_alloc",
+    monkeypatch.setattr(assembler._Assembler, "_alloc",
                         lambda self, name, dt, shape: calls.append((name, shape)) or
                         pytest.fail(f"allocated {shape} of {dt}"))
     return calls
