@@ -223,9 +223,10 @@ class SiteAgent:
             self.report_job(msg.job_id, JobState.READY)
             return
         job_dir = self.workspace / "jobs" / msg.job_id  # made by whoever writes there first
-        write = self.sink.writer(job_dir / "log.txt")
+        log = job_dir / "log.txt"
+        write = self.sink.writer(log)
         job_id, site = msg.job_id, self.name  # the job's log goes to the server as any site's
-        self.sink.ship(job_dir / "log.txt", lambda text: self.transport.ship_log(site, job_id, text))
+        self.sink.ship(log, lambda text: self.transport.ship_log(site, job_id, text))
         logger = site_logger(f"{self.name}.{msg.job_id[:8]}", write)
         try:
             app = self.app_source(msg)
@@ -343,8 +344,6 @@ class SiteAgent:
             job.ctx.logger.error(f"task '{msg.task_name}' failed:\n{error}")
         out = TaskResult(msg.task_id, msg.job_id, self.name, error is None,
                          result if error is None else None, error, seconds)
-        if job is not None:
-            self.sink.flush_one(job.ctx.workspace / "log.txt")  # the server has the log up to here
         try:
             self._retried(lambda: self.transport.submit_result(out), f"result of task {msg.task_id}")
         except TransportError as e:
@@ -366,7 +365,7 @@ class SiteAgent:
             job.worker.put(None)
         job.ctx.logger.info(f"job {job_id} ended on {self.name}: {status}")
         log = job.ctx.workspace / "log.txt"
-        self.sink.flush_one(log)
+        self.sink.ship_now(log)  # the server has it all as the part ends
         try:
             self.report_job(job_id, JobState.FINISHED)
         except TransportError:

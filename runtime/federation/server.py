@@ -152,6 +152,7 @@ class FederationServer:
             if server is not None:
                 server.stop(grace)
         if self.manager is not None:
+            self.manager.flush_logs()  # the sites' last shipped lines are on disk first
             self.manager.store.close()
         if self.audit is not None:
             self.audit.close()

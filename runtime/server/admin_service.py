@@ -366,7 +366,13 @@ class AdminServicer:
                 log.debug("tail_log: job %s: %s", ref, e)
                 return True
 
-        for text in log_lines(f, request.lines, request.follow, context.is_active, job_done, stop):
+        def refresh() -> None:
+            flush = getattr(self.manager, "flush_job_logs", None)
+            if flush is not None and request.site:
+                flush(ref)
+
+        for text in log_lines(f, request.lines, request.follow, context.is_active, job_done, stop,
+                              refresh):
             yield admin_pb2.LogChunk(text=text)
 
     def Events(self, request, context):

@@ -235,18 +235,27 @@ class ServerEngine:
         entry = self._job_archives.get(job_id)
         if entry is None or site not in entry[1]:
             raise TransportError(f"job {job_id} is not deployed to {site}")
-        return entry[0]()
+        return entry[0](site)
 
     def add_job_archive(self, job_id: str, sites: list[str], make: Callable[[], bytes]) -> None:
-        """Offer a job's folder to the sites it is deployed to (made lazily, once)."""
+        """Offer a job's folder to the sites it is deployed to: made when the first asks, kept
+        until every one of them has it (then let go: a big job folder is not held for the whole
+        job; a site that asks again, rejoining, has it made again)."""
+        lock = threading.Lock()
         cache: list[bytes] = []
+        waiting = set(sites)
 
-        def once() -> bytes:
-            if not cache:
-                cache.append(make())
-            return cache[0]
+        def fetch(site: str) -> bytes:
+            with lock:
+                if not cache:
+                    cache.append(make())
+                data = cache[0]
+                waiting.discard(site)
+                if not waiting:
+                    cache.clear()
+                return data
 
-        self._job_archives[job_id] = (once, set(sites))
+        self._job_archives[job_id] = (fetch, set(sites))
 
     def remove_job_archive(self, job_id: str) -> None:
         self._job_archives.pop(job_id, None)

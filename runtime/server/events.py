@@ -46,14 +46,14 @@ class Subscription:
             return None
 
     def drain(self) -> list[Event]:
-        out = []
-        while True:
-            with self._cond:
-                if not self._queue and not self._dropped:
-                    return out
-            ev = self.get(0)
-            if ev is not None:
-                out.append(ev)
+        """Every queued event, at once (a `dropped` notice first if events were lost)."""
+        with self._cond:
+            out = list(self._queue)
+            self._queue.clear()
+            if self._dropped:
+                out.insert(0, {"seq": None, "ts": time.time(), "type": "dropped", "count": self._dropped})
+                self._dropped = 0
+            return out
 
     def close(self) -> None:
         self._bus._unsubscribe(self)

@@ -7,9 +7,11 @@ import threading
 import time
 import traceback
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from runtime.logfiles import LogSink
 from runtime.jobs import ComponentBuilder, Job, JobError, app_key, custom_imports, unregister
 from runtime.model import FLModel
 from runtime.server.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from runtime.server.engine import ServerEngine
 
 
+SITE_LOG_INTERVAL = 5.0  # seconds between writes of the site logs the server collects
+LOG_GRACE = 10.0  # seconds a finished job still takes the log lines its sites ship as they end
 MAX_REJOINS = 3  # times a running job is started again on a site whose part of it failed
 
 
@@ -174,6 +178,9 @@ class JobRunner:
 
         self.metrics_writer = self.ctx.metrics_writer = MetricsWriter(self.workspace.result_dir / "tb")
         self.engine.add_metric_sink(self.job_id, self._on_site_metrics)
+        # written in long batches: whoever reads a site's log (tail_log) flushes it first
+        self.site_logs = LogSink(interval=SITE_LOG_INTERVAL)
+        self._site_log_paths: dict[str, Path] = {}
         self.engine.add_log_sink(self.job_id, self._on_site_log)
         self.workspace.copy_job_folder(self.job.root)
         if self.resume:
@@ -257,7 +264,7 @@ class JobRunner:
             self.engine.remove_site_listener(self.job_id)
             self.engine.remove_metric_sink(self.job_id)
             # sites ship their last log lines as their part ends: keep listening a little
-            threading.Timer(10.0, self.engine.remove_log_sink, (self.job_id,)).start()
+            threading.Timer(LOG_GRACE, self._stop_site_logs).start()
             self.engine.remove_job_archive(self.job_id)
             if self.metrics_writer is not None:
                 self.metrics_writer.close()
@@ -296,14 +303,28 @@ class JobRunner:
             self.logger.warning(f"metrics from {site} not written: {e}")
 
     def _on_site_log(self, site: str, text: str) -> None:
-        """Log text a site shipped: appended to logs/<site>.log of the job on the server."""
-        if site not in self.targets or self.workspace is None:
-            return  # only sites the job is deployed to, whose names are checked (no paths)
+        """Log text a site shipped: appended to logs/<site>.log of the job on the server (in
+        batches: a thousand sites shipping at once cost a thousand appends a flush, not a
+        thousand file opens a second each)."""
+        if self.workspace is None:
+            return
+        path = self._site_log_paths.get(site)
+        if path is None:
+            if site not in self.targets:
+                return  # only sites the job is deployed to, whose names are checked (no paths)
+            path = self._site_log_paths[site] = self.workspace.logs_dir / f"{site}.log"
+        self.site_logs.write(path, text)
+
+    def flush_site_logs(self) -> None:
+        """Write what the sites shipped so far (before someone reads their logs)."""
         try:
-            with open(self.workspace.logs_dir / f"{site}.log", "a", encoding="utf-8") as f:
-                f.write(text)
+            self.site_logs.flush()
         except OSError as e:
-            self.logger.warning(f"log of {site} not written: {e}")
+            self.logger.warning(f"site logs not written: {e}")
+
+    def _stop_site_logs(self) -> None:
+        self.engine.remove_log_sink(self.job_id)
+        self.site_logs.close()
 
     def _load_checkpoint(self) -> None:
         """Resume after a restart: the checkpoint's round counts as done (recorded again if the

@@ -47,10 +47,12 @@ def _whole_lines(pending: bytearray, final: bool) -> bytes:
 
 
 def log_lines(f: BinaryIO, lines: int, follow: bool, active: Callable[[], bool],
-              job_done: Callable[[], bool], stop: threading.Event) -> Iterator[str]:
+              job_done: Callable[[], bool], stop: threading.Event,
+              refresh: Callable[[], None] = lambda: None) -> Iterator[str]:
     """The text of `f` from its last `lines` lines (negative: all) on, in whole lines; with
     `follow`, then what is appended, until `job_done()` and the file stayed unchanged a while,
-    or until `active()` is false (the caller went away; `stop` wakes the wait at once)."""
+    or until `active()` is false (the caller went away; `stop` wakes the wait at once).
+    `refresh()` is called before each look for more (it writes what the file's writer holds)."""
     with f:
         f.seek(_tail_start(f, lines))
         pending = bytearray()
@@ -66,6 +68,7 @@ def log_lines(f: BinaryIO, lines: int, follow: bool, active: Callable[[], bool],
                 continue
             if not follow or (done and quiet >= TAIL_QUIET_POLLS):
                 break
+            refresh()
             if os.fstat(f.fileno()).st_size < f.tell():  # truncated: start over
                 f.seek(0)
                 continue

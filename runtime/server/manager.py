@@ -222,6 +222,7 @@ class JobManager:
                 raise FileNotFoundError(
                     f"job {rec.label()} does not run on {site!r}; its sites: {', '.join(rec.sites) or 'none'}")
             path = logs / f"{site}.log"
+            self.flush_job_logs(rec.job_id)  # what its sites shipped is in the file before it is read
         if not path.is_file():
             who = "the server" if site is None else site
             raise FileNotFoundError(f"job {rec.label()} has no log from {who} yet (status {rec.status})")
@@ -440,6 +441,21 @@ class JobManager:
             while len(self._launched_runners) > 64:  # the recent ones: whoever waits for theirs
                 self._launched_runners.pop(next(iter(self._launched_runners)))
             self._launched.notify_all()
+
+    def flush_job_logs(self, job_id: str) -> None:
+        """Write what the sites of `job_id` shipped and is still buffered (someone reads it)."""
+        with self._launched:
+            runner = self._launched_runners.get(job_id)
+        if runner is not None:
+            runner.flush_site_logs()
+
+    def flush_logs(self) -> None:
+        """Write what the sites of recent jobs shipped and is still buffered (the server is
+        closing)."""
+        with self._launched:
+            runners = list(self._launched_runners.values())
+        for runner in runners:
+            runner.flush_site_logs()
 
     def runner_for(self, job_id: str, timeout: float | None = None) -> JobRunner | None:
         """The runner of `job_id` once the scheduler has launched it (it stays known after the

@@ -259,3 +259,23 @@ def test_job_folder_is_offered_only_to_its_sites(wired):
         t.get_job("site-2", "job-1")
     with pytest.raises(TransportError, match="not deployed"):
         t.get_job("site-1", "job-9")
+
+
+def test_a_job_folder_is_made_once_and_let_go_of_once_every_site_has_it(wired):
+    engine, t = wired
+    for s in ("site-1", "site-2", "site-3"):
+        t.register(s, {})
+    made = []
+
+    def make() -> bytes:
+        made.append(1)
+        return b"PK" + bytes([len(made)]) * 1000
+
+    engine.add_job_archive("job-1", ["site-1", "site-2", "site-3"], make)
+    assert t.get_job("site-1", "job-1") == t.get_job("site-2", "job-1") == b"PK" + b"\x01" * 1000
+    assert len(made) == 1  # made when the first asked, kept for the others
+    t.get_job("site-3", "job-1")
+    assert len(made) == 1
+    # every site has it now: the server holds it no longer; a site that asks again (rejoining)
+    # gets it made anew
+    assert t.get_job("site-2", "job-1") == b"PK" + b"\x02" * 1000 and len(made) == 2

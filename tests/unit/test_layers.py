@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Low to high: a runtime package may import its own modules and those of lower layers only.
 LAYERS: list[set[str]] = [
-    {"runtime", "runtime.model", "runtime.paths", "runtime.version", "runtime.proto",
+    {"runtime", "runtime.model", "runtime.paths", "runtime.version", "runtime.logfiles", "runtime.proto",
      "runtime.monitor", "runtime.tracking"},
     {"runtime.wire", "runtime.resources"},
     {"runtime.jobs", "runtime.transport"},

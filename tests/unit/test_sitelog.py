@@ -106,3 +106,14 @@ def test_unship_at_once_sends_what_is_pending_first(sink, tmp_path):
     sink.write(log, "unsent\n")
     sink.flush()
     assert sent == ["last words\n"]
+
+
+def test_ship_now_sends_without_waiting_for_the_file(sink, tmp_path):
+    log = tmp_path / "log.txt"
+    sent = []
+    sink.ship(log, sent.append)
+    sink.write(log, "the part ended\n")
+    sink.ship_now(log)
+    assert sent == ["the part ended\n"] and not log.exists()  # the file comes with the batch
+    sink.flush()
+    assert log.read_text() == "the part ended\n" and sent == ["the part ended\n"]
