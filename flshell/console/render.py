@@ -177,6 +177,9 @@ def job_detail(job: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [grid]
     for entry in job.get("sites_failing_every_round") or []:
         parts.append(Text(failing_line(entry), style="yellow"))
+    transitions = job.get("transitions") or []
+    if len(transitions) > 1:
+        parts += [Text(""), history_table(transitions)]
     rounds = job.get("rounds") or []
     if rounds:
         parts += [Text(""), rounds_table(rounds)]
@@ -239,6 +242,15 @@ def metric_names(rounds: list[dict[str, Any]]) -> list[str]:
             if key not in names:
                 names.append(key)
     return names
+
+
+def history_table(transitions: list[dict[str, Any]]) -> Table:
+    """Every status the job had, when, and why (what it waited for, who aborted it)."""
+    table = _table("AT", "STATUS", "REASON", title="history")
+    for t in transitions:
+        table.add_row(clock(t["at"]) if t.get("at") else "-", status_text(t.get("status")),
+                      t.get("reason") or "")
+    return table
 
 
 def rounds_table(rounds: list[dict[str, Any]]) -> Table:

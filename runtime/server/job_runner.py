@@ -264,6 +264,7 @@ class JobRunner:
             self.engine.remove_site_listener(self.job_id)
             self.engine.remove_metric_sink(self.job_id)
             # sites ship their last log lines as their part ends: keep listening a little
+            self.flush_site_logs()
             threading.Timer(LOG_GRACE, self._stop_site_logs).start()
             self.engine.remove_job_archive(self.job_id)
             if self.metrics_writer is not None:

@@ -260,6 +260,7 @@ class JobManager:
     def download_job(self, ref: str) -> Path:
         """A temporary zip of the job's server workspace (the caller deletes it)."""
         rec = self.store.get(ref)
+        self.flush_job_logs(rec.job_id)  # the site logs shipped so far go with it
         out_dir = self.workspace / "downloads"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{rec.job_id}-{uuid.uuid4().hex[:8]}.zip"

@@ -716,3 +716,22 @@ def test_the_pager_command_comes_from_the_environment():
     assert pager_command({"FLSHELL_PAGER": "most -s", "PAGER": "more"}) == ["most", "-s"]
     assert pager_command({"PAGER": "more"}) == ["more"]
     assert pager_command({"FLSHELL_PAGER": "", "PAGER": "more"}) is None  # empty: off
+
+
+def test_show_job_tells_every_status_the_job_had_and_why():
+    session = FakeSession()
+    history = [{"status": "SUBMITTED", "reason": None, "at": 1.7e9},
+               {"status": "WAITING", "reason": "waiting for sites: needs 2 sites, 1 connected", "at": 1.7e9 + 5},
+               {"status": "WAITING", "reason": "deploying to 2 sites", "at": 1.7e9 + 65},
+               {"status": "RUNNING", "reason": None, "at": 1.7e9 + 66},
+               {"status": "ABORTED", "reason": "aborted by alice", "at": 1.7e9 + 90}]
+    session.jobs[DONE_ID] = _job(DONE_ID, "ABORTED", transitions=history)
+    r, out, err = _runner(session)
+    assert r.run_line("show_job 77aa") == OK, err.getvalue()
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    start = lines.index("history")
+    rows = [line for line in lines[start:] if line.split(" ")[-1:] and (
+        "SUBMITTED" in line or "WAITING" in line or "RUNNING" in line or "ABORTED" in line)]
+    assert [row.split(" ", 2)[1] for row in rows[:5]] == ["SUBMITTED", "WAITING", "WAITING", "RUNNING", "ABORTED"]
+    assert rows[1].endswith("waiting for sites: needs 2 sites, 1 connected")
+    assert rows[4].endswith("aborted by alice")
