@@ -337,8 +337,8 @@ class JobRunner:
         self.ctx.resume = cp
         if not (self.workspace.rounds_dir / f"round_{cp.round:05d}.json").is_file():
             self.workspace.record_round(cp.record)
-            if self.ctx.on_round is not None:
-                self.ctx.on_round(cp.record)
+        if self.ctx.on_round is not None:  # the crash may have come between the file and the
+            self.ctx.on_round({**cp.record, "replayed": True})  # store: the store checks
         self.logger.info(f"resuming after round {cp.round + 1} (its checkpoint is in {cp.folder})")
 
     def _on_site_report(self, site: str, state: str, detail: str | None) -> None:

@@ -473,6 +473,10 @@ class JobManager:
             return self._launched_runners[job_id]
 
     def _on_round(self, runner: JobRunner, record: dict[str, Any]) -> None:
+        if record.get("replayed"):  # a resumed job's checkpointed round: recorded unless it is
+            last = self.store.last_completed_round(runner.job_id)
+            if last is not None and last >= record["round"]:
+                return
         total = record.get("total_rounds") or record["round"] + 1
         model = runner.workspace.result_dir / "global_model.npz" if runner.workspace else None
         self.store.record_round(runner.job_id, int(record["round"]), int(total),

@@ -84,7 +84,13 @@ def main() -> int:
             took = time.monotonic() - t0
     want = START + args.rounds * (args.sites + 1) / 2
     exact = bool(np.allclose(weights, want, rtol=0, atol=1e-9))
-    each_once = [r["round"] for r in recorded] == list(range(args.rounds))
+    numbers = [r["round"] for r in recorded]
+    each_once = numbers == list(range(args.rounds))
+    if not each_once:
+        missing = sorted(set(range(args.rounds)) - set(numbers))
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        print(f"rounds recorded: {len(numbers)}; missing {missing[:20]}; twice {twice[:20]}; "
+              f"out of order: {numbers != sorted(numbers)}")
     print(f"\n{kills} SIGKILLs of the server over {took:.0f} s, {args.sites} flshell client sites, "
           f"{args.rounds} rounds")
     print(f"job: {final['status']}; rounds recorded exactly once each: {each_once}; "
