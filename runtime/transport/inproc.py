@@ -39,6 +39,27 @@ def _json_copy(value: Any, what: str) -> Any:
         raise TransportError(f"{what} is not JSON-compatible: {e}") from None
 
 
+def _meta_copy(value: Any, what: str, depth: int = 0) -> Any:
+    """A copy of meta as the wire gives it back: JSON values, and arrays or tensors (which the
+    wire carries as buffers, e.g. SCAFFOLD's control variates) copied."""
+    if depth > 100:
+        raise TransportError(f"{what} is nested too deeply")
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise TransportError(f"{what}: key {k!r} is not a str")
+            out[k] = _meta_copy(v, f"{what}[{k!r}]", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_meta_copy(v, f"{what}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray) or callable(getattr(value, "clone", None)):
+        return _copy_array(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return _json_copy(value, what)
+
+
 def _copy_array(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.copy()
@@ -70,7 +91,7 @@ def detach_model(model: FLModel | None) -> FLModel | None:
         params=params,
         params_type=model.params_type,
         metrics=_json_copy(model.metrics, "FLModel.metrics"),
-        meta=_json_copy(model.meta, "FLModel.meta") or {},
+        meta=_meta_copy(model.meta, "FLModel.meta") or {},
         current_round=model.current_round,
         total_rounds=model.total_rounds,
         start_round=model.start_round,

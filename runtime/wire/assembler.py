@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from runtime.model import FLModel
-from runtime.wire.codec import (_WIRE_DTYPES, PREFIX_SIZE, BFloat16Mode, Buffer, DecodeTarget,
+from runtime.wire.codec import (_WIRE_DTYPES, META_ARRAY, PREFIX_SIZE, BFloat16Mode, Buffer, DecodeTarget,
                                 WireError, WireLimitError, _bytes_view, _check_mode, _check_to,
                                 _Entry, _model_from, _outputs, _parse_header, _q, _read_prefix)
 
@@ -86,7 +86,7 @@ class _Assembler:
             raise WireError(f"truncated stream: header incomplete after {self.received} bytes")
         if self._pos < self._total:
             raise WireError(f"truncated stream: received {self._pos} of {self._total} data bytes")
-        if self._header["params"] is None:
+        if self._header["params"] is None and not self._header.get("arrays"):
             return None
         for name, _, dt, shape, _, _ in self._entries:
             if name not in self._arrays:  # empty, so no byte of it arrived
@@ -102,9 +102,9 @@ class ParamsAssembler(_Assembler):
 
     def result(self) -> dict[str, Any]:
         params = self._finish()
-        if params is None:
+        if params is None or self._header["params"] is None:
             raise WireError("the stream holds an FLModel with params=None; use ModelAssembler")
-        return params
+        return {k: v for k, v in params.items() if not k.startswith(META_ARRAY)}
 
 
 class ModelAssembler(_Assembler):

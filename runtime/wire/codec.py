@@ -26,6 +26,8 @@ MAX_ENTRIES = 1_000_000
 MAX_NDIM = 64
 ALIGN = 64  # every array starts at a multiple of ALIGN from the stream start
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+ARRAY_KEY = "__flp_array__"  # in a model's meta JSON: {ARRAY_KEY: k} is the stream's k-th array
+META_ARRAY = "\x00"  # names of the arrays found in meta start with it; params names may not
 
 BFloat16Mode = Literal["uint16", "float32", "ml_dtypes"]
 DecodeTarget = Literal["auto", "numpy", "torch"]
@@ -96,15 +98,16 @@ def _source(name: str, value: Any) -> tuple[Any, str, str, tuple[int, ...]]:
     return arr, "numpy", arr.dtype.name, arr.shape
 
 
-def _plan(params: Any) -> tuple[list[dict[str, Any]], list[Any], int]:
+def _plan(params: Any, end: int = 0) -> tuple[list[dict[str, Any]], list[Any], int]:
     if not isinstance(params, dict):
         raise WireError(f"params: expected a dict of arrays, got {type(params).__name__}")
     entries: list[dict[str, Any]] = []
     sources: list[Any] = []
-    end = 0
     for name, value in params.items():
         if not isinstance(name, str):
             raise WireError(f"params: key {name!r} of type {type(name).__name__} is not a str")
+        if name.startswith(META_ARRAY):
+            raise WireError(f"params: key {name!r:.60} starts with a reserved character")
         src, kind, dt, shape = _source(name, value)
         off = _align(end)
         end = off + math.prod(shape) * _WIRE_DTYPES[dt].itemsize
@@ -114,10 +117,13 @@ def _plan(params: Any) -> tuple[list[dict[str, Any]], list[Any], int]:
     return entries, sources, end
 
 
-def _header(entries: list[dict[str, Any]] | None, model: dict[str, Any] | None) -> bytes:
+def _header(entries: list[dict[str, Any]] | None, model: dict[str, Any] | None,
+            arrays: list[dict[str, Any]] | None = None) -> bytes:
     head: dict[str, Any] = {"version": VERSION, "params": entries}
     if model is not None:
         head["model"] = model
+    if arrays:
+        head["arrays"] = arrays
     text = json.dumps(head, separators=(",", ":"), allow_nan=True).encode("utf-8")
     size = _align(PREFIX_SIZE + len(text)) - PREFIX_SIZE  # pad so the data region is aligned
     if size > MAX_HEADER_BYTES:
@@ -133,10 +139,11 @@ def _tensor_array(name: str, t: Any) -> np.ndarray:
 
 
 def _pieces(entries: list[dict[str, Any]] | None, sources: list[Any],
-            model: dict[str, Any] | None) -> Iterator[Buffer]:
-    yield _header(entries, model)
+            model: dict[str, Any] | None, arrays: list[dict[str, Any]] | None = None,
+            array_sources: list[Any] | None = None) -> Iterator[Buffer]:
+    yield _header(entries, model, arrays)
     pos = 0
-    for e, src in zip(entries or [], sources):
+    for e, src in zip([*(entries or []), *(arrays or [])], [*sources, *(array_sources or [])]):
         if e["offset"] > pos:
             yield bytes(e["offset"] - pos)
         arr = _tensor_array(e["name"], src) if e["kind"] == "torch" else src
@@ -190,29 +197,41 @@ def encode_params(params: dict[str, Any]) -> bytes:
     return b"".join(_pieces(entries, sources, None))
 
 
-def _jsonable(value: Any, path: str, depth: int = 0) -> Any:
+def _jsonable(value: Any, path: str, depth: int = 0, arrays: list | None = None) -> Any:
+    """`value` as JSON; with `arrays`, numpy arrays and tensors found in it are appended there
+    (path, array) and stand as {ARRAY_KEY: index} (they travel as raw buffers, like params)."""
     if depth > 100:
         raise WireError(f"{path}: nested too deeply")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         return value.item()
+    if arrays is not None and (isinstance(value, np.ndarray) or torch_support.is_tensor(value)):
+        arrays.append((path, value))
+        return {ARRAY_KEY: len(arrays) - 1}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [_jsonable(v, f"{path}[{i}]", depth + 1, arrays) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise WireError(f"{path}: key {k!r} of type {type(k).__name__} is not a str")
-            out[k] = _jsonable(v, f"{path}[{_q(k)}]", depth + 1)
+            if k == ARRAY_KEY:
+                raise WireError(f"{path}: the key {ARRAY_KEY!r} is reserved")
+            out[k] = _jsonable(v, f"{path}[{_q(k)}]", depth + 1, arrays)
         return out
-    raise WireError(f"{path}: value of type {type(value).__name__} is not JSON-compatible")
+    raise WireError(f"{path}: value of type {type(value).__name__} is not JSON-compatible"
+                    + ("" if arrays is None else " (arrays may go in meta, not here)"))
 
 
-def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[Any], dict]:
+def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[Any], dict,
+                                         list[dict[str, Any]], list[Any]]:
+    """(params entries or None, their sources, the model's JSON fields, entries of the arrays
+    found in meta, their sources)."""
     if not isinstance(model, FLModel):
         raise WireError(f"expected an FLModel, got {type(model).__name__}")
     d: dict[str, Any] = {"params_type": None}
+    found: list[tuple[str, Any]] = []
     if model.params_type is not None:
         try:
             d["params_type"] = ParamsType(str(model.params_type).upper()).value
@@ -223,16 +242,23 @@ def _model_plan(model: FLModel) -> tuple[list[dict[str, Any]] | None, list[Any],
         v = getattr(model, f)
         if v is not None and not isinstance(v, dict):
             raise WireError(f"FLModel.{f}: expected a dict or None, got {type(v).__name__}")
-        d[f] = _jsonable(v, f"FLModel.{f}")
+        d[f] = _jsonable(v, f"FLModel.{f}", arrays=found if f == "meta" else None)
     for f in _MODEL_INTS:
         v = getattr(model, f)
         if v is not None and not (_is_int(v) or isinstance(v, np.integer)):
             raise WireError(f"FLModel.{f}: expected an int or None, got {type(v).__name__}")
         d[f] = None if v is None else int(v)
-    if model.params is None:
-        return None, [], d
-    entries, sources, _ = _plan(model.params)
-    return entries, sources, d
+    entries, sources, end = (None, [], 0) if model.params is None else _plan(model.params)
+    extra: list[dict[str, Any]] = []
+    extra_sources: list[Any] = []
+    for k, (path, value) in enumerate(found):
+        src, kind, dt, shape = _source(path, value)
+        off = _align(end)
+        end = off + math.prod(shape) * _WIRE_DTYPES[dt].itemsize
+        extra.append({"name": f"{META_ARRAY}{k}", "kind": kind, "dtype": dt, "shape": list(shape),
+                      "offset": off, "nbytes": end - off})
+        extra_sources.append(src)
+    return entries, sources, d, extra, extra_sources
 
 
 def encode_model(model: FLModel) -> bytes:
@@ -270,16 +296,26 @@ def _parse_header(raw: Buffer) -> tuple[dict[str, Any], list[_Entry] | None, int
         raise WireError(f"unsupported header version {head.get('version')!r:.40} "
                         f"(expected {VERSION})")
     ents = head["params"]
-    if ents is None:
-        return head, None, 0
-    if not isinstance(ents, list):
+    arrays = head.get("arrays", [])
+    if ents is not None and not isinstance(ents, list):
         raise WireError("header 'params' must be a list of entries or null")
-    if len(ents) > MAX_ENTRIES:
-        raise WireError(f"header lists {len(ents)} entries, more than the limit of {MAX_ENTRIES}")
+    if not isinstance(arrays, list):
+        raise WireError("header 'arrays' must be a list of entries")
+    if len(ents or ()) + len(arrays) > MAX_ENTRIES:
+        raise WireError(f"header lists {len(ents or ()) + len(arrays)} entries, more than the "
+                        f"limit of {MAX_ENTRIES}")
+    for i, e in enumerate(arrays):
+        if not isinstance(e, dict) or e.get("name") != f"{META_ARRAY}{i}":
+            raise WireError(f"header 'arrays' entry {i}: expected the name {META_ARRAY + str(i)!r}")
+    for i, e in enumerate(ents or ()):
+        if isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"].startswith(META_ARRAY):
+            raise WireError(f"header entry {i}: a params name starts with a reserved character")
+    if ents is None and not arrays:
+        return head, None, 0
     out: list[_Entry] = []
     names: set[str] = set()
     end = 0
-    for i, e in enumerate(ents):
+    for i, e in enumerate([*(ents or ()), *arrays]):
         where = f"header entry {i}"
         if not isinstance(e, dict) or set(e) != _ENTRY_KEYS:
             raise WireError(f"{where}: expected an object with keys {sorted(_ENTRY_KEYS)}")
@@ -375,12 +411,34 @@ def _model_from(head: dict[str, Any], params: dict[str, Any] | None) -> FLModel:
     pt = m.get("params_type", "FULL")
     if pt not in ("FULL", "DIFF", None):
         raise WireError(f"header model.params_type: expected FULL, DIFF or null, got {pt!r:.40}")
+    meta = m.get("meta") or {}
+    if params is not None and head.get("arrays"):
+        found = {name: params.pop(name) for name in [n for n in params if n.startswith(META_ARRAY)]}
+        meta = _with_arrays(meta, found)
+    if head.get("params") is None:
+        params = None
     return FLModel(params=params, params_type=None if pt is None else ParamsType(pt),
-                   metrics=m.get("metrics"), meta=m.get("meta") or {},
+                   metrics=m.get("metrics"), meta=meta,
                    current_round=m.get("current_round", defaults.current_round),
                    total_rounds=m.get("total_rounds", defaults.total_rounds),
                    start_round=m.get("start_round", defaults.start_round),
                    optimizer_params=m.get("optimizer_params"))
+
+
+def _with_arrays(value: Any, found: dict[str, Any], depth: int = 0) -> Any:
+    """`value` with each {ARRAY_KEY: k} replaced by the k-th array of the stream."""
+    if depth > 100:
+        raise WireError("header model.meta: nested too deeply")
+    if isinstance(value, dict):
+        if set(value) == {ARRAY_KEY}:
+            key = f"{META_ARRAY}{value[ARRAY_KEY]}" if _is_int(value[ARRAY_KEY]) else None
+            if key not in found:
+                raise WireError(f"header model.meta: no array {value[ARRAY_KEY]!r:.40} in the stream")
+            return found[key]
+        return {k: _with_arrays(v, found, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_arrays(v, found, depth + 1) for v in value]
+    return value
 
 
 def _decode(data: Buffer, copy: bool, bfloat16: str, to: str) -> tuple[dict, dict | None]:
@@ -429,10 +487,10 @@ def decode_params(data: Buffer, copy: bool = True, bfloat16: BFloat16Mode = "uin
     arithmetic on them), "float32" (exact widening) or "ml_dtypes" (ml_dtypes.bfloat16; needs
     that package). Tensors are torch.bfloat16, bit for bit.
     """
-    _, params = _decode(data, copy, bfloat16, to)
-    if params is None:
+    head, params = _decode(data, copy, bfloat16, to)
+    if head.get("params") is None:
         raise WireError("the stream holds an FLModel with params=None; use decode_model")
-    return params
+    return {k: v for k, v in params.items() if not k.startswith(META_ARRAY)}
 
 
 def decode_model(data: Buffer, copy: bool = True, bfloat16: BFloat16Mode = "uint16",

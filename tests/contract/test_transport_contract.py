@@ -279,3 +279,22 @@ def test_a_job_folder_is_made_once_and_let_go_of_once_every_site_has_it(wired):
     # every site has it now: the server holds it no longer; a site that asks again (rejoining)
     # gets it made anew
     assert t.get_job("site-2", "job-1") == b"PK" + b"\x02" * 1000 and len(made) == 2
+
+
+def test_arrays_in_a_tasks_meta_arrive_as_arrays_of_their_own(wired):
+    """SCAFFOLD's control variates travel in meta (NVFlare's scaffold_c_global): a dict shaped
+    like params. They come as arrays, bit for bit, and the site's copy is its own."""
+    engine, t = wired
+    t.register("site-1", {})
+    c = {"w": np.linspace(0, 1, 6).reshape(2, 3), "b": np.array([3], dtype=np.float32)}
+    model = FLModel(params={"w": np.zeros((2, 3))}, meta={"scaffold_c_global": c, "fedprox_mu": 0.5})
+    _assign(engine, model=model)
+    msg = t.poll("site-1", 5)
+    got = msg.take_model()
+    assert got.meta["fedprox_mu"] == 0.5
+    assert set(got.meta["scaffold_c_global"]) == {"w", "b"}
+    for k, v in c.items():
+        assert got.meta["scaffold_c_global"][k].dtype == v.dtype
+        np.testing.assert_array_equal(got.meta["scaffold_c_global"][k], v)
+    got.meta["scaffold_c_global"]["w"] += 1  # the site's own copy
+    assert c["w"][0, 0] == 0.0

@@ -469,3 +469,71 @@ def test_ml_dtypes_mode_needs_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # as if it were not installed
     with pytest.raises(ImportError):
         decode_params(_bf16_stream(), bfloat16="ml_dtypes")
+
+
+# ---- arrays in a model's meta (control variates and the like) ----------------------------------
+
+def test_arrays_in_meta_travel_as_buffers_whole_or_chunked():
+    from runtime.wire import ModelAssembler, decode_model, encode_model, iter_model_chunks
+
+    c = {"w": np.arange(6, dtype=np.float64).reshape(2, 3), "b": np.array([1, 2], dtype=np.int32)}
+    m = FLModel(params={"w": np.ones((2, 3), dtype=np.float32)},
+                meta={"scaffold_c_global": c, "steps": [3, np.float32(2.5)], "mu": 0.1})
+    for got in (decode_model(encode_model(m)), _assembled(m)):
+        assert set(got.params) == {"w"} and got.meta["mu"] == 0.1 and got.meta["steps"] == [3, 2.5]
+        for k, v in c.items():
+            assert got.meta["scaffold_c_global"][k].dtype == v.dtype
+            np.testing.assert_array_equal(got.meta["scaffold_c_global"][k], v)
+    bare = FLModel(params=None, meta={"c": np.ones(3)})
+    for got in (decode_model(encode_model(bare)), _assembled(bare)):
+        assert got.params is None
+        np.testing.assert_array_equal(got.meta["c"], np.ones(3))
+
+
+def _assembled(m: FLModel) -> FLModel:
+    from runtime.wire import ModelAssembler, iter_model_chunks
+
+    asm = ModelAssembler()
+    for chunk in iter_model_chunks(m, chunk_size=7):
+        asm.feed(chunk)
+    return asm.result()
+
+
+def test_meta_arrays_never_pass_for_params_and_the_reserved_names_are_refused():
+    from runtime.wire import decode_params, encode_model
+
+    m = FLModel(params={"w": np.ones(2)}, meta={"c": np.zeros(4)})
+    assert set(decode_params(encode_model(m))) == {"w"}
+    with pytest.raises(WireError, match="reserved character"):
+        encode_model(FLModel(params={"\x00bad": np.ones(2)}))
+    with pytest.raises(WireError, match="reserved"):
+        encode_model(FLModel(params={}, meta={"__flp_array__": 0}))
+    with pytest.raises(WireError, match="not JSON-compatible"):
+        encode_model(FLModel(params={}, metrics={"m": np.ones(2)}))  # metrics stay JSON
+
+
+def test_a_hostile_header_cannot_point_meta_at_arrays_it_does_not_hold():
+    import json as _json
+    import struct as _struct
+
+    from runtime.wire import decode_model, encode_model
+    from runtime.wire.codec import MAGIC, PREFIX_SIZE
+
+    raw = encode_model(FLModel(params={"w": np.ones(2)}, meta={"c": np.zeros(2)}))
+    (size,) = _struct.unpack("<I", raw[4:PREFIX_SIZE])
+    head = _json.loads(raw[PREFIX_SIZE:PREFIX_SIZE + size])
+
+    def with_head(h: dict) -> bytes:
+        text = _json.dumps(h).encode()
+        pad = (-(PREFIX_SIZE + len(text))) % 64
+        return MAGIC + _struct.pack("<I", len(text) + pad) + text + b" " * pad + raw[PREFIX_SIZE + size:]
+
+    bad = dict(head, model={**head["model"], "meta": {"c": {"__flp_array__": 5}}})
+    with pytest.raises(WireError, match="no array 5"):
+        decode_model(with_head(bad))
+    renamed = dict(head, arrays=[dict(head["arrays"][0], name="w2")])
+    with pytest.raises(WireError, match="expected the name"):
+        decode_model(with_head(renamed))
+    sneaky = dict(head, params=[dict(head["params"][0], name="\x000")], arrays=[])
+    with pytest.raises(WireError, match="reserved character"):
+        decode_model(with_head(sneaky))

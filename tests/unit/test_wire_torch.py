@@ -566,3 +566,14 @@ def test_cuda_tensors_are_sent_from_the_device() -> None:
     for got in (decode_params(blob), _assemble(iter_chunks(params, 1000))):
         assert all(_same(params[k], got[k]) for k in params)
         assert all(v.device.type == "cpu" for v in got.values())
+
+
+def test_tensors_in_meta_come_back_as_tensors_bit_for_bit():
+    from runtime.wire import decode_model, encode_model
+
+    c = {"w": torch.randn(3, 2, dtype=torch.float32), "h": torch.tensor([1.5], dtype=torch.bfloat16)}
+    got = decode_model(encode_model(FLModel(params={"w": torch.zeros(3, 2)},
+                                            meta={"scaffold_c_global": c})))
+    for k, v in c.items():
+        assert torch.is_tensor(got.meta["scaffold_c_global"][k])
+        assert torch.equal(got.meta["scaffold_c_global"][k], v)
