@@ -1,8 +1,10 @@
 """Round checkpoints: what a restarted server needs to resume a job after its last completed round.
 
 After each completed round, `write_checkpoint` puts in `<job>/checkpoint/round_NNNNN/` the
-round's record and the global model the controller saved for that round (hard links to
-`result/global_model.*`: no copy, and the linked files survive the next round's replacement),
+round's record, the global model the controller saved for that round and the workflow's own
+state if it saved one (SCAFFOLD's control variates, FedOpt's optimizer state), as hard links to
+`result/global_model.*` and `result/workflow_state.*` (no copy, and the linked files survive the
+next round's replacement),
 then points `<job>/checkpoint/latest` at it with one atomic write. A crash at any point leaves
 `latest` naming a complete checkpoint, or the previous one.
 """
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.model import FLModel, ParamsType
-from runtime.server.job_workspace import atomic_write_text
-from runtime.wire.npz import load_params_npz
+from runtime.model import FLModel
+from runtime.server.job_workspace import atomic_write_text, load_saved_model
 
 LATEST = "latest"
 MODEL_FILES = ("global_model.npz", "global_model.pt", "global_model.json")
+STATE = "workflow_state"  # what a controller keeps besides the model (control variates, ...)
+STATE_FILES = (f"{STATE}.npz", f"{STATE}.json")
 
 
 @dataclass
@@ -31,24 +34,20 @@ class Checkpoint:
     record: dict[str, Any]  # the round's record (as in rounds/round_NNNNN.json)
     folder: Path
 
+    def load_state(self) -> FLModel | None:
+        """The workflow's own state after `round` (its arrays as params, its scalars in meta),
+        or None if the controller saved none that round."""
+        return self._load(STATE)
+
     def load_model(self) -> FLModel | None:
         """The global model after `round`, or None if the controller saved none that round."""
-        meta_file = self.folder / "global_model.json"
-        if not meta_file.is_file():
-            return None
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        pt, npz = self.folder / "global_model.pt", self.folder / "global_model.npz"
-        if pt.is_file():
-            import torch  # the server wrote it; weights_only refuses anything but tensors
+        return self._load("global_model")
 
-            params = dict(torch.load(pt, map_location="cpu", weights_only=True))
-        elif npz.is_file():
-            params = load_params_npz(npz)
-        else:
-            return None
-        return FLModel(params=params, params_type=ParamsType.FULL, metrics=meta.get("metrics") or {},
-                       current_round=self.round, total_rounds=meta.get("total_rounds"),
-                       meta=meta.get("meta") or {})
+    def _load(self, name: str) -> FLModel | None:
+        model = load_saved_model(self.folder, name)
+        if model is not None:
+            model.current_round = self.round
+        return model
 
 
 def write_checkpoint(job_root: Path, record: dict[str, Any], workflow: int) -> Path:
@@ -60,13 +59,15 @@ def write_checkpoint(job_root: Path, record: dict[str, Any], workflow: int) -> P
     shutil.rmtree(folder, ignore_errors=True)  # a crash half-way through this round's checkpoint
     folder.mkdir(parents=True)
     result = Path(job_root) / "result"
-    meta_file = result / "global_model.json"
-    try:
-        saved_round = json.loads(meta_file.read_text(encoding="utf-8")).get("current_round")
-    except (OSError, ValueError):
-        saved_round = None
-    if saved_round == r:
-        for name in MODEL_FILES:
+    for stem, files in (("global_model", MODEL_FILES), (STATE, STATE_FILES)):
+        try:
+            saved = json.loads((result / f"{stem}.json").read_text(encoding="utf-8"))
+            saved_round = saved.get("current_round")
+        except (OSError, ValueError):
+            saved_round = None
+        if saved_round != r:
+            continue  # not saved for this very round
+        for name in files:
             if (result / name).is_file():
                 try:
                     os.link(result / name, folder / name)

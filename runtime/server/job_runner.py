@@ -49,6 +49,7 @@ class JobContext:
     workflow_index: int = 0  # which of the job's workflows is running
     on_round: Callable[[dict[str, Any]], None] | None = None  # e.g. the job store's record
     resume: Checkpoint | None = None  # set when a restarted server resumes the job
+    _resumed: Checkpoint | None = None  # the checkpoint whose model was taken, for its state
     _round_started_at: float = 0.0
 
     def take_resume_model(self) -> FLModel | None:
@@ -56,7 +57,13 @@ class JobContext:
         cp, self.resume = self.resume, None
         if cp is None or cp.workflow != self.workflow_index:
             return None
+        self._resumed = cp
         return cp.load_model()
+
+    def take_resume_state(self) -> FLModel | None:
+        """The workflow state checkpointed with the model `take_resume_model` gave, once."""
+        cp, self._resumed = self._resumed, None
+        return cp.load_state() if cp is not None else None
 
     def round_started(self, current_round: int, total_rounds: int, targets: list[str]) -> None:
         self.current_round, self.total_rounds = current_round, total_rounds

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.model import FLModel
-from runtime.wire.npz import save_params_npz
+from runtime.model import FLModel, ParamsType
+from runtime.wire.npz import load_params_npz, save_params_npz
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,3 +76,33 @@ class JobWorkspace:
         }
         atomic_write_text(self.result_dir / f"{name}.json", json.dumps(info, indent=2, default=str))
         return path
+
+    def save_json(self, name: str, data: Any) -> Path:
+        """`result/<name>` (a workflow's result: the cross-site matrix, an evaluation)."""
+        path = self.result_dir / name
+        atomic_write_text(path, json.dumps(data, indent=2, default=str))
+        return path
+
+    def load_model(self, name: str = "global_model") -> FLModel | None:
+        """A model `save_model` kept (a torch one as tensors), or None if there is none."""
+        return load_saved_model(self.result_dir, name)
+
+
+def load_saved_model(folder: Path, name: str) -> FLModel | None:
+    """The model `JobWorkspace.save_model` wrote as `folder/name.*` (or linked there), or None."""
+    info_file = folder / f"{name}.json"
+    if not info_file.is_file():
+        return None
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    pt, npz = folder / f"{name}.pt", folder / f"{name}.npz"
+    if pt.is_file():
+        import torch  # the server wrote it; weights_only refuses anything but tensors
+
+        params = dict(torch.load(pt, map_location="cpu", weights_only=True))
+    elif npz.is_file():
+        params = load_params_npz(npz)
+    else:
+        return None
+    return FLModel(params=params, params_type=ParamsType.FULL, metrics=info.get("metrics") or {},
+                   current_round=info.get("current_round"), total_rounds=info.get("total_rounds"),
+                   meta=info.get("meta") or {})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
+import numpy as np
+
 from runtime.model import FLModel, ParamsType
 from runtime.transport.base import TaskResult
 from runtime.workflows.context import ControllerContext
@@ -167,6 +169,26 @@ class ModelController:
             self.info(f"resuming from the checkpoint of round {resumed.current_round + 1}")
             return resumed
         return self.load_model()
+
+    def save_state(self, arrays: dict[str, Any], info: dict[str, Any] | None = None,
+                   current_round: int | None = None) -> None:
+        """Keep what this workflow needs besides the model to go on after a server restart
+        (control variates, optimizer moments): `arrays` by name, `info` JSON-compatible. Call it
+        before `round_completed(r)` with `current_round=r`: the round's checkpoint takes it, and
+        `resume_state()` gives it back on the restarted server."""
+        state = FLModel(params={k: np.asarray(v) for k, v in arrays.items()},
+                        params_type=ParamsType.FULL, meta=dict(info or {}),
+                        current_round=current_round)
+        self.ctx.workspace.save_model(state, "workflow_state")
+
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(arrays, info) as `save_state` kept them with the checkpoint this job resumes from
+        (ask after `initial_model()`), or None for a fresh start."""
+        take = getattr(self.ctx, "take_resume_state", None)
+        state = take() if take is not None else None
+        if state is None:
+            return None
+        return dict(state.params or {}), dict(state.meta or {})
 
     def save_model(self, model: FLModel, name: str = "global_model") -> None:
         self.ctx.workspace.save_model(model, name)

@@ -104,12 +104,12 @@ class FedAvg(ModelController):
         return super().load_model()
 
     def run(self) -> None:
-        aggregator = (
-            self.get_component(self.aggregator_id) if self.aggregator_id else WeightedAggregator()
-        )
         model = self.initial_model()
+        state = self.resume_state()
+        if state is not None:
+            self.restore_state(*state)
         need = self.min_clients or self.ctx.job.min_clients
-        self.info(f"FedAvg: {self.num_rounds} rounds over {len(self.sites)} sites, "
+        self.info(f"{type(self).__name__}: {self.num_rounds} rounds over {len(self.sites)} sites, "
                   f"{need} results needed per round")
         start = model.current_round + 1 if model.current_round is not None else 0
         for r in range(start, self.num_rounds):
@@ -118,20 +118,21 @@ class FedAvg(ModelController):
                 raise JobFailed(f"min_clients={need} but only {len(targets)} sites are ready")
             self.round_started(r, self.num_rounds, targets)
             model.current_round, model.total_rounds = r, self.num_rounds
-            aggregator.reset()
+            aggregator = self.round_aggregator(model)
             self.send_model_and_wait(
-                self.task_name, model, targets, min_responses=need, timeout=self.timeout,
-                callback=_taking(aggregator), wait_after_min=self.wait_after_min,
+                self.task_name, self.task_model(model, r), targets, min_responses=need,
+                timeout=self.timeout, callback=_taking(aggregator), wait_after_min=self.wait_after_min,
             )
             agg = aggregator.result()
             metrics = agg.metrics or {}
             self._track_best(model, metrics, r)
-            params = model.params
-            if agg.params is not None:
-                params = apply_diff(model.params or {}, agg.params) if agg.params_type == ParamsType.DIFF else agg.params
+            params = self.server_update(model, agg)
             model = FLModel(params=params, params_type=ParamsType.FULL, metrics=metrics,
                             current_round=r, total_rounds=self.num_rounds)
             self.save_model(model)
+            arrays, info = self.state_to_keep()
+            if arrays or info:
+                self.save_state(arrays, info, current_round=r)
             self.round_completed(r, metrics)
             if self.stop and self._met(metrics):
                 self.info(f"stop condition {self.stop[0]} {self.stop[1]} {self.stop[2]:g} met "
@@ -139,6 +140,33 @@ class FedAvg(ModelController):
                 break
             if self.is_aborted():
                 break
+
+    # ---- what an algorithm of the FedAvg family changes ----------------------------------------
+
+    def round_aggregator(self, model: FLModel) -> Any:
+        """The aggregator of this round, reset (the global model it starts from is `model`)."""
+        if getattr(self, "_aggregator", None) is None:
+            self._aggregator = (self.get_component(self.aggregator_id) if self.aggregator_id
+                                else WeightedAggregator())
+        self._aggregator.reset()
+        return self._aggregator
+
+    def task_model(self, model: FLModel, current_round: int) -> FLModel:
+        """What the sites get this round (FedProx adds its mu, SCAFFOLD the control variate)."""
+        return model
+
+    def server_update(self, model: FLModel, agg: FLModel) -> dict[str, Any] | None:
+        """The new global params from the current model and the aggregate of the results."""
+        if agg.params is None:
+            return model.params
+        return apply_diff(model.params or {}, agg.params) if agg.params_type == ParamsType.DIFF else agg.params
+
+    def state_to_keep(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(arrays, info) that must survive a server restart with the round's checkpoint."""
+        return {}, {}
+
+    def restore_state(self, arrays: dict[str, Any], info: dict[str, Any]) -> None:
+        """Take back what `state_to_keep` kept (a job resumed after a server restart)."""
 
     def _met(self, metrics: dict[str, Any]) -> bool:
         key, op, value = self.stop
