@@ -25,6 +25,8 @@ tensors; torch is imported only by those.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,16 +67,28 @@ def fedprox_loss(module: Any, global_params: dict[str, Any], mu: float) -> Any:
 
 class ScaffoldHelper:
     """A site's SCAFFOLD state (its control variate c_i, zero at first) and the steps of option
-    II of Karimireddy et al. 2020 (see the module doc). Keep one per site for the whole job."""
+    II of Karimireddy et al. 2020 (see the module doc). Keep one per site for the whole job.
 
-    def __init__(self) -> None:
+    c_i is kept per round (the one after round r) and written to `path` (default: the file
+    `scaffold_c_local.npz` in the job's folder on the site, when the script runs on a site), so
+    a site whose job process starts again, or a server that resumes the job from an earlier
+    round, finds c_i as it was before the round it is sent: the job ends with the same model as
+    one never interrupted."""
+
+    KEEP = 3  # rounds of c_i kept: the newest ones
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else _default_state_file()
         self.c_local: dict[str, np.ndarray] | None = None
         self.c_global: dict[str, np.ndarray] | None = None
         self.global_params: dict[str, np.ndarray] | None = None
         self._like: dict[str, Any] = {}
+        self._round: int | None = None
+        self._after: dict[int, dict[str, np.ndarray]] = self._load()  # round -> c_i after it
 
     def start_round(self, model: FLModel) -> None:
-        """Take the server's control variate c and the global model x from the received task."""
+        """Take the server's control variate c and the global model x from the received task,
+        and this site's c_i as it was before the task's round."""
         c = model.meta.get(C_GLOBAL)
         if not isinstance(c, dict):
             raise ValueError(f'the task has no meta["{C_GLOBAL}"]: is the server running SCAFFOLD?')
@@ -82,7 +96,12 @@ class ScaffoldHelper:
         self._like = dict(params)
         self.global_params = {k: _f64(v) for k, v in params.items()}
         self.c_global = {k: _f64(c[k]) for k in params}
-        if self.c_local is None:
+        r = model.current_round
+        self._round = r if isinstance(r, int) else (max(self._after) + 1 if self._after else 0)
+        before = [k for k in self._after if k < self._round]
+        if before:
+            self.c_local = {k: v.copy() for k, v in self._after[max(before)].items()}
+        else:
             self.c_local = {k: np.zeros_like(v) for k, v in self.global_params.items()}
 
     def correction(self) -> dict[str, np.ndarray]:
@@ -104,23 +123,58 @@ class ScaffoldHelper:
 
     def end_round(self, params: dict[str, Any], lr: float, steps: int) -> dict[str, Any]:
         """After `steps` local steps of size `lr` ended at `params` (y_i): c_i+ = c_i - c +
-        (x - y_i) / (steps * lr), kept for the next round. Returns the meta to send:
-        scaffold_c_diff (c_i+ - c_i, shaped like the params, as they are) and the steps."""
+        (x - y_i) / (steps * lr), kept (and written) for the next round. Returns the meta to
+        send: scaffold_c_diff (c_i+ - c_i, shaped like the params) and the steps."""
         self._check()
         if steps < 1 or lr <= 0:
             raise ValueError(f"end_round needs steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
-        diff = {}
+        diff, new_c = {}, {}
         for k, x in self.global_params.items():
             y = _f64(params[k])
-            new = self.c_local[k] - self.c_global[k] + (x - y) / (steps * lr)
-            diff[k] = new - self.c_local[k]
-            self.c_local[k] = new
+            new_c[k] = self.c_local[k] - self.c_global[k] + (x - y) / (steps * lr)
+            diff[k] = new_c[k] - self.c_local[k]
+        self.c_local = new_c
+        self._after[self._round] = new_c
+        for old in sorted(self._after)[:-self.KEEP]:
+            del self._after[old]
+        self._save()
         return {C_DIFF: {k: _like(v, self._like[k]) for k, v in diff.items()},
                 MetaKey.NUM_STEPS_CURRENT_ROUND: steps}
 
     def _check(self) -> None:
         if self.c_global is None or self.c_local is None:
             raise RuntimeError("ScaffoldHelper: call start_round(model) with the received task first")
+
+    # ---- the site's copy on disk ---------------------------------------------------------------
+
+    def _load(self) -> dict[int, dict[str, np.ndarray]]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        out: dict[int, dict[str, np.ndarray]] = {}
+        with np.load(self.path, allow_pickle=False) as data:
+            for key in data.files:
+                r, _, name = key.partition("/")
+                out.setdefault(int(r), {})[name] = np.array(data[key], dtype=np.float64)
+        return out
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"{r}/{name}": v for r, c in self._after.items() for name, v in c.items()})
+        os.replace(tmp, self.path)
+
+
+def _default_state_file() -> Path | None:
+    """scaffold_c_local.npz in the job's folder on the site, when this runs as a site's script."""
+    try:
+        from runtime.client.api import system_info
+
+        workspace = system_info().get("workspace")
+    except RuntimeError:  # not a site's script (a test, a notebook): kept in memory only
+        return None
+    return Path(workspace) / "scaffold_c_local.npz" if workspace else None
 
 
 def _f64(value: Any) -> np.ndarray:

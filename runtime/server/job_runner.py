@@ -119,6 +119,7 @@ class JobRunner:
         ready_timeout: float = 60.0,
         on_round: Callable[["JobRunner", dict[str, Any]], None] | None = None,
         resume: bool = False,
+        late_sites: list[str] | None = None,
     ) -> None:
         """Runs a stored job: its status moves through `lifecycle` (the store, then the
         job_status event), `on_round` sees every completed round (the store records it). With
@@ -131,6 +132,9 @@ class JobRunner:
         self.job = job
         self.job_id = job_id or str(uuid.uuid4())
         self.targets = [s for s in sites if job.client_app_for(s) is not None]
+        # sites a resumed job ran on that were not back when it started again: they join the
+        # job when they register (as a target that restarted does)
+        self.late_sites = {s for s in late_sites or () if s not in self.targets}
         self.overrides = overrides or {}
         self.ready_timeout = ready_timeout
         self.status = JobStatus.SUBMITTED
@@ -247,6 +251,10 @@ class JobRunner:
             resumed = self.ctx.resume
             self._set_status(JobStatus.RUNNING, reason=None if not self.resume else (
                 f"resumed after round {resumed.round + 1}" if resumed else "resumed from its first round"))
+            for site in sorted(self.late_sites):  # back while the job started again
+                rec = self.engine.sites.get(site)
+                if rec is not None and rec.status == "CONNECTED":
+                    self._on_site_registered(site)
             app = self.job.server_app()
             first = self.ctx.resume.workflow if self.ctx.resume else 0
             with custom_imports(app):
@@ -377,6 +385,10 @@ class JobRunner:
     def _on_site_registered(self, site: str) -> None:
         """A site of this running job registered again (its agent restarted): start the job
         there again; a site that still runs it says so and goes on."""
+        if self.status == JobStatus.RUNNING and site in self.late_sites:
+            self.late_sites.discard(site)
+            self.targets.append(site)
+            self.logger.info(f"{site}, which ran the job before the restart, is back")
         if self.status == JobStatus.RUNNING and site in self.targets:
             self._start_on(site)
 

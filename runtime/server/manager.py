@@ -48,7 +48,10 @@ class JobManager:
         ready_timeout: float = 60.0,
         upload_limits: UploadLimits = UploadLimits(),
         schedule_interval: float = 0.5,
+        resume_wait: float = 30.0,
     ) -> None:
+        """`resume_wait`: seconds a job resumed after a restart waits for the sites it ran on to
+        come back before it goes on without those still missing (they rejoin when they do)."""
         if max_jobs < 1:
             raise ValueError(f"max_jobs: need at least 1, got {max_jobs}")
         self.engine = engine
@@ -59,6 +62,8 @@ class JobManager:
         self.ready_timeout = ready_timeout
         self.upload_limits = upload_limits
         self.schedule_interval = schedule_interval
+        self.resume_wait = resume_wait
+        self._resume_deadline = time.monotonic() + resume_wait
         self.started_at = time.time()
         self.addresses: dict[str, str] = {}  # "fl", "admin": filled in by the server process
         self.on_server_command: Callable[[str], None] | None = None  # set by a server process
@@ -80,6 +85,7 @@ class JobManager:
         """Pick up unfinished jobs of a previous run (resume a RUNNING one after its last
         round; without `resume`, end them FAILED: a simulation's jobs do not outlive it), then
         schedule until stop()."""
+        self._resume_deadline = time.monotonic() + self.resume_wait
         for rec in self.store.unfinished():
             if not resume:
                 self._end(rec, JobStatus.FAILED, "the process that ran it ended before it did")
@@ -348,11 +354,15 @@ class JobManager:
                     self._end(rec, JobStatus.FAILED, f"the stored job is invalid: {e}")
                     continue
                 sites, why = self._placement(job)
+                late: list[str] = []
+                if sites is not None and rec.job_id in self._resume:
+                    late, why = self._resume_sites(rec, job, sites)
+                    sites = None if why else sites
                 if sites is None:
                     self._wait(rec, why)
                     continue
                 self.gpu_bookings.reserve(rec.job_id, gpu_requests(sites, job.resource_spec))
-                launch = threading.Thread(target=self._launch, args=(rec, job, sites),
+                launch = threading.Thread(target=self._launch, args=(rec, job, sites, late),
                                           name=f"launch-{rec.short_id}", daemon=True)
                 self._starting[rec.job_id] = launch
                 launch.start()
@@ -386,6 +396,17 @@ class JobManager:
         why = place(targets, job.resource_spec, self._gpu_views(targets))
         return (None, why) if why else (targets, "")
 
+    def _resume_sites(self, rec: JobRecord, job: Job, live: list[str]) -> tuple[list[str], str]:
+        """A job the server resumes goes on with the sites it ran on: it waits for them to come
+        back (their agents register again after the restart), at most `resume_wait` seconds
+        from the server's start; (those not back yet, why it waits or "")."""
+        ran_on = [s for s in rec.sites if s != "@ALL" and job.client_app_for(s) is not None]
+        missing = [s for s in ran_on if s not in live]
+        if missing and time.monotonic() < self._resume_deadline:
+            return missing, (f"resuming: waiting for the sites it ran on to come back: "
+                             f"{', '.join(missing)} (at most {self.resume_wait:g}s)")
+        return missing, ""
+
     def _gpu_views(self, sites: list[str]) -> dict[str, SiteGpus]:
         """Each site's GPUs as its last heartbeat told them, plus this server's bookings there."""
         views = {}
@@ -410,13 +431,14 @@ class JobManager:
                          on_round=self._on_round, resume=resume,
                          **{"ready_timeout": self.ready_timeout, **kwargs})
 
-    def _launch(self, rec: JobRecord, job: Job, sites: list[str]) -> None:
+    def _launch(self, rec: JobRecord, job: Job, sites: list[str], late: list[str] = ()) -> None:
         """On a launch thread: build the job's components (no lock held), then start it unless
         it was aborted meanwhile or the manager is stopping (it then stays in the store for
         the next start)."""
         resume = rec.job_id in self._resume
         overrides = rec.extra.get("overrides") if isinstance(rec.extra.get("overrides"), dict) else None
-        runner = self.make_runner(rec.job_id, job, sites, resume=resume, overrides=overrides)
+        runner = self.make_runner(rec.job_id, job, sites, resume=resume, overrides=overrides,
+                                  late_sites=list(late))
         try:
             runner.prepare()
         except (JobError, Exception) as e:  # noqa: BLE001 - a job that cannot build fails alone

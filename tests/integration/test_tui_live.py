@@ -102,21 +102,24 @@ def test_the_disconnect_banner_appears_when_the_server_stops_and_clears_when_it_
             app = make_app(s, refresh=1.0)  # a Session is wrapped in a SessionSource
             async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
                 banner, status = app.screen.query_one(Banner), app.screen.query_one(StatusLine)
-                await until(pilot, lambda: app.connection == "connected" and app.state.sites,
-                            "the TUI to connect")
-                assert not banner.display and status.has_class("-connected")
+                # the status line follows the connection on its next refresh: wait for both
+                await until(pilot, lambda: app.connection == "connected" and app.state.sites
+                            and status.has_class("-connected"), "the TUI to connect")
+                assert not banner.display
 
                 fed.admin_server.stop(0.5)  # the admin port goes away; the federation keeps running
-                await until(pilot, lambda: banner.display, "the disconnect banner", timeout=30)
-                assert app.connection == "disconnected" and status.has_class("-disconnected")
+                await until(pilot, lambda: banner.display and status.has_class("-disconnected"),
+                            "the disconnect banner", timeout=30)
+                assert app.connection == "disconnected"
                 assert app.screen.has_class("-offline")  # stale data greyed
                 assert "site-1" in app.state.sites, "the last data stays on screen"
                 await until(pilot, lambda: app.attempt >= 2, "a second reconnect attempt", timeout=30)
                 assert f"attempt {app.attempt}" in str(banner.render())
 
                 fed.admin_server = AdminServer(fed.manager, "127.0.0.1", port).start()  # back, same port
-                await until(pilot, lambda: not banner.display, "the banner to clear", timeout=30)
-                assert app.connection == "connected" and status.has_class("-connected")
+                await until(pilot, lambda: not banner.display and status.has_class("-connected"),
+                            "the banner to clear", timeout=30)
+                assert app.connection == "connected"
                 assert not app.screen.has_class("-offline")
             attempts = [m.attempt for m in messages if isinstance(m, ConnectionLost)]
             assert attempts[:2] == [1, 2], "the reconnect counter counts up"

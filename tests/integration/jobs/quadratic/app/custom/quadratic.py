@@ -25,6 +25,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--lr", type=float, default=0.05)
 parser.add_argument("--curvatures", default="", help="a_k for k = 1..5, comma-separated")
 parser.add_argument("--byzantine", default="", help="sites that send 1e6 instead of training")
+parser.add_argument("--sleep", type=float, default=0.0, help="seconds each training round takes")
 args = parser.parse_args()
 
 flare.init()
@@ -56,6 +57,10 @@ while flare.is_running():
         flare.send(FLModel(params={"w": local if local is not None else np.zeros(3)}))
         continue
     x = np.asarray(model.params["w"], dtype=np.float64)
+    if args.sleep:
+        import time
+
+        time.sleep(args.sleep)
     with open(record, "a") as f:
         f.write(json.dumps({"round": model.current_round, "w": x.tolist()}) + "\n")
     if liar:
