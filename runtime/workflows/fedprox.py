@@ -17,15 +17,19 @@ from runtime.workflows.fedavg import FedAvg
 MU_KEY = "fedprox_mu"
 
 
+def check_mu(mu: Any) -> float:
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu >= 0 or mu == float("inf"):
+        raise ArgError("mu", "a number >= 0 (the proximal term's weight)", mu)
+    return float(mu)
+
+
 class FedProx(FedAvg):
     """FedAvg whose tasks carry `fedprox_mu` = `mu` (>= 0; 0 is FedAvg). Every FedAvg argument
     (aggregator_id for a robust rule, num_clients, timeouts...) applies."""
 
     def __init__(self, mu: float = 0.01, **fedavg_args: Any) -> None:
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu >= 0:
-            raise ArgError("mu", "a number >= 0 (the proximal term's weight)", mu)
         super().__init__(**fedavg_args)
-        self.mu = float(mu)
+        self.mu = check_mu(mu)
 
     def task_model(self, model: FLModel, current_round: int) -> FLModel:
         task = model.copy_meta()

@@ -31,6 +31,13 @@ C_GLOBAL = "scaffold_c_global"
 C_DIFF = "scaffold_c_diff"
 
 
+def check_server_lr(server_lr: Any) -> float:
+    if isinstance(server_lr, bool) or not isinstance(server_lr, (int, float)) or not server_lr > 0 \
+            or server_lr == float("inf"):
+        raise ArgError("server_lr", "a number > 0 (the global step size)", server_lr)
+    return float(server_lr)
+
+
 class ScaffoldAggregator:
     """Sums y_i - x (from FULL y_i or a DIFF) and c_i+ - c_i over the round's sites."""
 
@@ -82,8 +89,7 @@ class Scaffold(FedAvg):
     """
 
     def __init__(self, server_lr: float = 1.0, **fedavg_args: Any) -> None:
-        if isinstance(server_lr, bool) or not isinstance(server_lr, (int, float)) or not server_lr > 0:
-            raise ArgError("server_lr", "a number > 0 (the global step size)", server_lr)
+        check_server_lr(server_lr)
         if fedavg_args.get("aggregator_id") is not None:
             raise ArgError("aggregator_id", "null: SCAFFOLD aggregates by its own rule",
                            fedavg_args["aggregator_id"])
