@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flshell.console.render import evaluation_tables
+
 from runtime.jobs.errors import names
 from runtime.sim.simulator import SimulationResult, Simulator
 
@@ -132,6 +134,8 @@ def print_summary(console: Console, res: SimulationResult) -> None:
         for line in rest.splitlines()[-3:]:
             console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
     _print_round_failures(console, res)
+    for table in evaluation_tables(res.results):
+        console.print(table)
     for site, detail in list(res.failure_details.items())[:5]:
         console.print(f"[bold]{escape(site)}[/]:", highlight=False)
         for line in _tail(detail, 6):

@@ -183,6 +183,8 @@ def job_detail(job: dict[str, Any]) -> RenderableType:
     rounds = job.get("rounds") or []
     if rounds:
         parts += [Text(""), rounds_table(rounds)]
+    for table in evaluation_tables(job.get("results") or {}):
+        parts += [Text(""), table]
     details = job.get("failure_details") or {}
     if details:
         failure = _table("WHERE", "DETAIL", title="failure")
@@ -242,6 +244,33 @@ def metric_names(rounds: list[dict[str, Any]]) -> list[str]:
             if key not in names:
                 names.append(key)
     return names
+
+
+def evaluation_tables(results: dict[str, Any]) -> list[RenderableType]:
+    """The cross-site matrix (models as rows, the sites that evaluated them as columns), one
+    table per metric, and the global model's evaluation per site."""
+    out: list[RenderableType] = []
+    matrix = results.get("cross_site_val") or {}
+    if isinstance(matrix, dict) and matrix:
+        sites = sorted({s for row in matrix.values() if isinstance(row, dict) for s in row})
+        metrics = sorted({m for row in matrix.values() if isinstance(row, dict)
+                          for cell in row.values() if isinstance(cell, dict) for m in cell})
+        for metric in metrics:
+            table = _table("MODEL", *sites, title=f"cross-site {metric}")
+            for owner in sorted(matrix, key=lambda o: (o != "global", o)):
+                row = matrix[owner] if isinstance(matrix[owner], dict) else {}
+                table.add_row(owner, *[value((row.get(s) or {}).get(metric, "-"))
+                                       if isinstance(row.get(s), dict) else "-" for s in sites])
+            out.append(table)
+    evaluation = results.get("global_eval") or {}
+    if isinstance(evaluation, dict) and evaluation:
+        metrics = sorted({m for cell in evaluation.values() if isinstance(cell, dict) for m in cell})
+        table = _table("SITE", *[m.upper() for m in metrics], title="global model evaluation")
+        for site in sorted(evaluation):
+            cell = evaluation[site] if isinstance(evaluation[site], dict) else {}
+            table.add_row(site, *[value(cell.get(m, "-")) for m in metrics])
+        out.append(table)
+    return out
 
 
 def history_table(transitions: list[dict[str, Any]]) -> Table:

@@ -37,6 +37,21 @@ from runtime.server.sites import SiteStatus
 log = logging.getLogger("flshell.server")
 
 _STORED = (".npz", ".pt", ".zip", ".gz", ".png", ".jpg")  # already compressed or binary
+RESULT_DOCUMENTS = ("cross_site_val", "global_eval")  # what evaluation workflows write in result/
+MAX_RESULT_DOCUMENT = 4 * 1024 * 1024  # bytes of one such document get_job returns
+
+
+def job_results(result_dir: Path) -> dict[str, Any]:
+    """The evaluation documents in a job's result folder, by name (those too big are left out)."""
+    out: dict[str, Any] = {}
+    for name in RESULT_DOCUMENTS:
+        path = result_dir / f"{name}.json"
+        try:
+            if path.stat().st_size <= MAX_RESULT_DOCUMENT:
+                out[name] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 class JobManager:
@@ -173,6 +188,7 @@ class JobManager:
         out = self._job_dict(rec)
         out["rounds"] = self.store.rounds(rec.job_id)
         out["transitions"] = self.store.transitions(rec.job_id)
+        out["results"] = job_results(rec.workspace / "result")
         status_file = rec.workspace / "status.json"
         try:
             status = json.loads(status_file.read_text(encoding="utf-8"))

@@ -65,6 +65,13 @@ class SimulationResult:
     site_failures: dict[str, SiteFailures] = field(default_factory=dict)  # over completed rounds
     idle_sites: list[str] = field(default_factory=list)  # no app deployed to them
 
+    @property
+    def results(self) -> dict[str, Any]:
+        """What the job's evaluation workflows wrote (cross_site_val, global_eval), by name."""
+        from runtime.server.manager import job_results
+
+        return job_results(self.result_dir)
+
     def site_log(self, site: str) -> Path:
         return Path(self.site_log_pattern.format(site=site))
 

@@ -71,6 +71,8 @@ def pack_job_detail(job: dict[str, Any]) -> admin_pb2.JobDetail:
     detail = admin_pb2.JobDetail(job=pack_job(job), failed_sites=job.get("failed_sites") or [])
     for site, why in (job.get("failure_details") or {}).items():
         detail.failure_details[str(site)] = str(why)
+    for name, doc in (job.get("results") or {}).items():
+        detail.results[str(name)] = dump(doc)
     for r in job.get("rounds") or ():
         rnd = detail.rounds.add(
             round=int(r["round"]), metrics_json=dump(r.get("metrics") or {}),
@@ -100,6 +102,7 @@ def unpack_job_detail(msg: admin_pb2.JobDetail) -> dict[str, Any]:
                           for t in msg.transitions]
     job["failed_sites"] = list(msg.failed_sites)
     job["failure_details"] = dict(msg.failure_details)
+    job["results"] = {name: json.loads(text) for name, text in msg.results.items()}
     return job
 
 

@@ -299,7 +299,7 @@ def test_hello_says_the_api_and_the_features_and_typed_replies_carry_the_whole_j
     assert got["short_id"] == job_id[:8]
     for key in ("job_id", "name", "status", "reason", "submitter", "submitted_at", "started_at",
                 "ended_at", "current_round", "total_rounds", "sites", "min_clients", "extra",
-                "transitions", "failed_sites", "failure_details"):
+                "transitions", "failed_sites", "failure_details", "results"):
         assert got[key] == held[key], key
     assert got["folder"] == held["folder"] and got["workspace"] == held["workspace"]
     assert [{k: r[k] for k in held["rounds"][0]} for r in got["rounds"]] == held["rounds"]

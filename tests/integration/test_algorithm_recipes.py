@@ -125,3 +125,21 @@ def test_numpy_jobs_of_every_algorithm_run_without_torch(tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got.pop("torch") is False
     assert set(got.values()) == {"COMPLETED"}, got
+
+
+def test_flshell_sim_and_show_job_print_the_cross_site_matrix(tmp_path):
+    recipe = add_cross_site_evaluation(FedAvgRecipe(
+        "q-cse-cli", initial_model={"w": np.zeros(3)}, min_clients=3, num_rounds=2,
+        train_script=str(NP_SCRIPT)))
+    job = recipe.export(tmp_path / "job")
+    ws = tmp_path / "ws"
+    proc = subprocess.run([sys.executable, "-m", "flshell.cli", "sim", str(job), "-n", "3", "-q",
+                           "-w", str(ws)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [" ".join(line.split()) for line in proc.stdout.splitlines()]
+    start = lines.index("cross-site loss")
+    assert lines[start + 1] == "MODEL site-1 site-2 site-3"
+    assert [line.split(" ")[0] for line in lines[start + 3:start + 7]] == ["global", "site-1", "site-2", "site-3"]
+    (result,) = ws.glob("server/jobs/*/result")
+    matrix = json.loads((result / "cross_site_val.json").read_text())
+    assert lines[start + 3].split(" ")[1] == f"{matrix['global']['site-1']['loss']:g}"

@@ -735,3 +735,19 @@ def test_show_job_tells_every_status_the_job_had_and_why():
     assert [row.split(" ", 2)[1] for row in rows[:5]] == ["SUBMITTED", "WAITING", "WAITING", "RUNNING", "ABORTED"]
     assert rows[1].endswith("waiting for sites: needs 2 sites, 1 connected")
     assert rows[4].endswith("aborted by alice")
+
+
+def test_show_job_shows_the_cross_site_matrix_and_the_global_evaluation():
+    session = FakeSession()
+    results = {"cross_site_val": {"site-2": {"site-1": {"acc": 0.5}, "site-2": {"acc": 0.9}},
+                                  "global": {"site-1": {"acc": 0.8}, "site-2": {"acc": 0.7}}},
+               "global_eval": {"site-1": {"acc": 0.8, "loss": 0.3}}}
+    session.jobs[DONE_ID] = _job(DONE_ID, "COMPLETED", results=results)
+    r, out, err = _runner(session)
+    assert r.run_line("show_job 77aa") == OK, err.getvalue()
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    start = lines.index("cross-site acc")
+    assert lines[start + 1] == "MODEL site-1 site-2"
+    assert lines[start + 3:start + 5] == ["global 0.8 0.7", "site-2 0.5 0.9"]  # the global row first
+    start = lines.index("global model evaluation")
+    assert lines[start + 1] == "SITE ACC LOSS" and lines[start + 3] == "site-1 0.8 0.3"
