@@ -143,3 +143,15 @@ def test_flshell_sim_and_show_job_print_the_cross_site_matrix(tmp_path):
     (result,) = ws.glob("server/jobs/*/result")
     matrix = json.loads((result / "cross_site_val.json").read_text())
     assert lines[start + 3].split(" ")[1] == f"{matrix['global']['site-1']['loss']:g}"
+
+
+def test_the_comparison_example_runs_every_algorithm(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "algorithms" / "compare.py"),
+                           "--sites", "4", "--rounds", "3"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    names = [" ".join(r[:-4]) for r in rows[:-1]]
+    assert names == ["FedAvg", "FedProx (mu=0.1)", "FedNova", "SCAFFOLD", "FedOpt Adam (lr=0.05)",
+                     "FedAvg, median"]
+    assert all(0.0 < float(r[-2]) <= 1.0 and r[-4] == "3" for r in rows[:-1])  # accuracy, rounds
