@@ -221,6 +221,34 @@ def test_robust_rules_keep_the_model_near_the_honest_sites_with_a_liar_among_fiv
     assert np.abs(plain[-1]).max() > 1e5  # the weighted mean follows the liar
 
 
+def ref_robust(rounds, lr, rule, trim=0.2, f=1):
+    """Yin et al. 2018 (coordinate median, trimmed mean) and Blanchard et al. 2017 (Krum), unweighted."""
+    x, out = np.zeros(3), []
+    for _ in range(rounds):
+        out.append(x)
+        ws = np.array([local_gd(x, k, lr) for k in sorted(SITES)])
+        if rule == "MedianAggregator":
+            x = np.median(ws, axis=0)
+        elif rule == "TrimmedMeanAggregator":
+            cut = int(trim * len(ws))
+            x = np.sort(ws, axis=0)[cut:len(ws) - cut].mean(axis=0)
+        else:
+            scores = [sum(sorted(float(np.sum((ws[i] - ws[j]) ** 2)) for j in range(len(ws)) if j != i)
+                          [:len(ws) - f - 2]) for i in range(len(ws))]
+            x = ws[int(np.argmin(scores))]
+    return np.array(out + [x])
+
+
+@pytest.mark.parametrize("rule, args", [("MedianAggregator", {}),
+                                        ("TrimmedMeanAggregator", {"trim_fraction": 0.2}),
+                                        ("KrumAggregator", {"num_byzantine": 1})])
+def test_robust_rules_follow_their_formulas(tmp_path, rule, args):
+    comp = [{"id": "agg", "path": f"{ROBUST}.{rule}", "args": args}]
+    got = simulate(tmp_path, "runtime.workflows.FedAvg", {"num_rounds": 4, "aggregator_id": "agg"},
+                   components=comp, name=rule)
+    np.testing.assert_allclose(got, ref_robust(4, 0.05, rule), rtol=0, atol=1e-9)
+
+
 # ---- cyclic and evaluation -----------------------------------------------------------------------
 
 def test_cyclic_relays_the_model_from_site_to_site(tmp_path):
