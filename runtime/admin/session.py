@@ -51,78 +51,70 @@ class Event:
         return self.data.get(key, default)
 
 
-class EventStream:
-    """The events of one watch: iterate it; `close()` (or leave a `with`) to stop watching.
-    `seq` is the server's last event seq when the watch began (resume with `since=seq`)."""
-
-    def __init__(self, session: "Session", call: Any, seq: int | None) -> None:
-        self._session = session
-        self._call = call
-        self._closed = False
-        self.seq = seq
-
-    def __iter__(self) -> "EventStream":
-        return self
-
-    def __next__(self) -> Event:
-        try:
-            message = next(self._call)
-        except grpc.RpcError as e:
-            if self._closed or self._session._closed:
-                raise StopIteration from None
-            raise self._session._error(e) from None
-        return Event.from_message(message)
-
-    def close(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    def __enter__(self) -> "EventStream":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class LogStream:
-    """The lines of one TailLog call, without line ends: iterate it; `close()` (from any
-    thread, or by leaving a `with`) ends the call and the iteration at once."""
+class _Stream:
+    """One server-streaming call read as items: iterate it; `close()` (from any thread, or by
+    leaving a `with`) ends the call and the iteration at once."""
 
     def __init__(self, session: "Session", call: Any) -> None:
         self._session = session
         self._call = call
         self._closed = False
-        self._lines = self._read()
+        self._items = self._read()
 
-    def _read(self) -> Iterator[str]:
-        pending = ""
+    def _messages(self) -> Iterator[Any]:
+        """The call's messages; ends quietly once the stream or the session was closed."""
         try:
-            for chunk in self._call:
-                *complete, pending = (pending + chunk.text).split("\n")
-                yield from complete
-            if pending:
-                yield pending
+            yield from self._call
         except grpc.RpcError as e:
             if not (self._closed or self._session._closed):
                 raise self._session._error(e) from None
         finally:
             self._call.cancel()
 
-    def __iter__(self) -> "LogStream":
+    def _read(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def __iter__(self) -> "_Stream":
         return self
 
-    def __next__(self) -> str:
-        return next(self._lines)
+    def __next__(self) -> Any:
+        return next(self._items)
 
     def close(self) -> None:
         self._closed = True
         self._call.cancel()
 
-    def __enter__(self) -> "LogStream":
+    def __enter__(self) -> "_Stream":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EventStream(_Stream):
+    """The events of one watch (Event): iterate it; `close()` (or leave a `with`) to stop
+    watching. `seq` is the server's last event seq when the watch began (resume with
+    `since=seq`)."""
+
+    def __init__(self, session: "Session", call: Any, seq: int | None) -> None:
+        super().__init__(session, call)
+        self.seq = seq
+
+    def _read(self) -> Iterator[Event]:
+        for message in self._messages():
+            yield Event.from_message(message)
+
+
+class LogStream(_Stream):
+    """The lines of one TailLog call, without line ends."""
+
+    def _read(self) -> Iterator[str]:
+        pending = ""
+        for chunk in self._messages():
+            *complete, pending = (pending + chunk.text).split("\n")
+            yield from complete
+        if pending and not self._closed:
+            yield pending
 
 
 class Session:

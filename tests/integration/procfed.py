@@ -120,6 +120,15 @@ class ProcFederation:
     def session(self, timeout: float = 30) -> Session:
         return Session(self.admin_address, timeout=timeout)
 
+    def start_with_job(self, job: Path, sites: list[str]) -> str:
+        """The server and `sites` started, `job` submitted once they are connected: its id."""
+        self.start_server()
+        for name in sites:
+            self.start_client(name)
+        self.wait_sites(len(sites))
+        with self.session() as s:
+            return s.submit_job(job)
+
     # ---- sites -------------------------------------------------------------------------------
 
     def start_client(self, name: str) -> subprocess.Popen:

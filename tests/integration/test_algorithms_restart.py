@@ -40,12 +40,7 @@ def test_a_server_killed_mid_job_ends_with_the_uninterrupted_model(tmp_path, pat
     job = configured(tmp_path, "killed", path, args, sleep=0.15)
     (tmp_path / "fed").mkdir()
     with ProcFederation(tmp_path / "fed") as fed:
-        fed.start_server()
-        for k in range(1, SITES + 1):
-            fed.start_client(f"site-{k}")
-        fed.wait_sites(SITES)
-        with fed.session() as s:
-            job_id = s.submit_job(job)
+        job_id = fed.start_with_job(job, [f"site-{k}" for k in range(1, SITES + 1)])
         wait_until(lambda: rounds_done(fed, job_id) >= 3, 120, "round 3 to complete")
         fed.kill_server()
         fed.start_server(same_ports=True)

@@ -29,12 +29,7 @@ def test_a_resumed_job_restarts_on_a_site_whose_old_job_process_is_still_ending(
     the ready timeout)."""
     job = slow_hello(tmp_path, rounds=4, sleep=0.3)
     with ProcFederation(tmp_path) as fed:
-        fed.start_server()
-        for name in ("site-1", "site-2"):
-            fed.start_client(name)
-        fed.wait_sites(2)
-        with fed.session() as s:
-            job_id = s.submit_job(job)
+        job_id = fed.start_with_job(job, ["site-1", "site-2"])
         wait_until(lambda: rounds_done(fed, job_id) >= 1, 60, "round 1 to complete")
         old = wait_until(lambda: fed.job_process("site-1", job_id), 30, "site-1's job process")
         os.kill(old.pid, signal.SIGSTOP)  # it cannot exit until the agent SIGKILLs it
@@ -78,12 +73,7 @@ def test_a_restarted_site_rejoins_its_running_job(tmp_path, what):
     once per round), not failed in every round that follows."""
     job = three_site_job(tmp_path, rounds=8)
     with ProcFederation(tmp_path) as fed:
-        fed.start_server()
-        for name in ("site-1", "site-2", "site-3"):
-            fed.start_client(name)
-        fed.wait_sites(3)
-        with fed.session() as s:
-            job_id = s.submit_job(job)
+        job_id = fed.start_with_job(job, ["site-1", "site-2", "site-3"])
         wait_until(lambda: len(rounds_of(fed, job_id)) >= 1, 60, "round 1")
         proc = wait_until(lambda: fed.job_process("site-3", job_id), 30, "site-3's job process")
         if what == "job process":
@@ -115,12 +105,7 @@ def test_a_frozen_site_holds_a_round_up_only_until_it_turns_stale(tmp_path):
     (3 heartbeats, 1.5 s here), not when it is LOST (--lost-after 30 s)."""
     job = three_site_job(tmp_path, rounds=4)
     with ProcFederation(tmp_path, heartbeat=0.5, lost_after=30) as fed:
-        fed.start_server()
-        for name in ("site-1", "site-2", "site-3"):
-            fed.start_client(name)
-        fed.wait_sites(3)
-        with fed.session() as s:
-            job_id = s.submit_job(job)
+        job_id = fed.start_with_job(job, ["site-1", "site-2", "site-3"])
         wait_until(lambda: len(rounds_of(fed, job_id)) >= 1, 60, "round 1")
         proc = wait_until(lambda: fed.job_process("site-3", job_id), 30, "site-3's job process")
         frozen = [fed.clients["site-3"].pid, proc.pid]
@@ -150,12 +135,7 @@ def test_a_crash_between_a_rounds_file_and_its_store_row_loses_no_round(tmp_path
 
     job = slow_hello(tmp_path, rounds=5, sleep=0.3)
     with ProcFederation(tmp_path) as fed:
-        fed.start_server()
-        for name in ("site-1", "site-2"):
-            fed.start_client(name)
-        fed.wait_sites(2)
-        with fed.session() as s:
-            job_id = s.submit_job(job)
+        job_id = fed.start_with_job(job, ["site-1", "site-2"])
         wait_until(lambda: rounds_done(fed, job_id) >= 2, 60, "round 2 to complete")
         fed.kill_server()
         with sqlite3.connect(str(fed.ws / "jobs.db")) as db:
