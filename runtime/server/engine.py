@@ -17,7 +17,7 @@ from typing import Any, Callable
 from runtime.model import FLModel
 from runtime.server.events import EventBus
 from runtime.server.heartbeat import HeartbeatMonitor
-from runtime.server.sites import SiteRecord, SiteRegistry, SiteStatus
+from runtime.server.sites import SiteRecord, SiteRegistry, SiteStatus, next_seen_seq
 from runtime.server.workspace_lock import WorkspaceLock
 from runtime.transport.base import (
     JobEnd,
@@ -132,21 +132,28 @@ class ServerEngine:
         return None
 
     def poll_many(self, sites: set[str], timeout: float) -> list[tuple[str, SiteMessage]]:
-        """Messages queued for any of `sites` (each site's in order); waits up to `timeout`."""
+        """Messages queued for any of `sites` (each site's in order); waits up to `timeout`.
+
+        A poll that finds messages waiting returns them at once and marks only their sites seen
+        (their answers follow); one that has to wait marks every site of the set seen and
+        polling, as a long poll of each. A pump hosting a thousand sites polls often while tasks
+        stream out: each of those polls costs what it returns, not a pass over every site."""
         out: list[tuple[str, SiteMessage]] = []
-        polling = self.sites.get_many(sites)
-        self._seen(polling, polling=1)
-        try:
-            with self._dirty_cond:
-                if not any(s in sites for s in self._dirty) and timeout > 0 and not self._closed:
-                    self._dirty_cond.wait_for(
-                        lambda: self._closed or any(s in sites for s in self._dirty), timeout
-                    )
-                ready = [s for s in self._dirty if s in sites]
-                for s in ready:
-                    del self._dirty[s]
-        finally:
-            self._seen(polling, polling=-1)
+        ready = self._take_dirty(sites)
+        if ready:
+            self._seen(self.sites.get_many(ready))
+        else:
+            polling = self.sites.get_many(sites)
+            self._seen(polling, polling=1)
+            try:
+                with self._dirty_cond:
+                    if timeout > 0 and not self._closed:
+                        self._dirty_cond.wait_for(
+                            lambda: self._closed or any(s in sites for s in self._dirty), timeout
+                        )
+                ready = self._take_dirty(sites)
+            finally:
+                self._seen(polling, polling=-1)
         if not ready and self._closed:
             raise ServerClosing()
         for site in ready:
@@ -155,6 +162,14 @@ class ServerEngine:
                 while rec.inbox:
                     out.append((site, rec.inbox.popleft()))
         return out
+
+    def _take_dirty(self, sites: set[str]) -> list[str]:
+        """The sites of `sites` with messages queued, in arrival order, no longer marked so."""
+        with self._dirty_cond:
+            ready = [s for s in self._dirty if s in sites]
+            for s in ready:
+                del self._dirty[s]
+        return ready
 
     def submit_result(self, result: TaskResult) -> None:
         sender = self.sites.get(result.site)
@@ -449,9 +464,10 @@ class ServerEngine:
         site that calls is CONNECTED again. A poll ending is no such call: the server ends a
         long poll by itself, also for a site that died meanwhile."""
         with self.sites.status_lock:
+            now, seq = time.time(), next_seen_seq()  # one call: one time and one seq for all
             for rec in recs:
                 rec.polls_in_flight += polling
-                rec.mark_seen()
+                rec.last_seen, rec.seen_seq = now, seq
                 if polling >= 0 and rec.status in (SiteStatus.STALE, SiteStatus.LOST):
                     previous, rec.status = rec.status, SiteStatus.CONNECTED
                     back = {"rejoined": True} if previous == SiteStatus.LOST else {}

@@ -17,6 +17,11 @@ from typing import Any, Iterable
 _SEEN_SEQ = itertools.count(1)  # next() is atomic: every mark_seen gets a distinct number
 
 
+def next_seen_seq() -> int:
+    """A fresh seen_seq (the records marked seen by one call may share it)."""
+    return next(_SEEN_SEQ)
+
+
 class SiteStatus:
     CONNECTED = "CONNECTED"  # heartbeat fresh
     STALE = "STALE"  # missed beats, still counted

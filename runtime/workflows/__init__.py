@@ -1,34 +1,34 @@
 """Server-side workflows: the controller base, FedAvg and its family (FedProx, FedNova,
-SCAFFOLD, FedOpt), cyclic relay, evaluation, aggregators (weighted, robust) and persistors."""
+SCAFFOLD, FedOpt), cyclic relay, evaluation, aggregators (weighted, robust) and persistors.
 
-from runtime.workflows.aggregators import WeightedAggregator, apply_diff
-from runtime.workflows.base import JobAborted, JobFailed, ModelController
-from runtime.workflows.cyclic import Cyclic
-from runtime.workflows.evaluation import CrossSiteEval, GlobalModelEval
-from runtime.workflows.fedavg import FedAvg
-from runtime.workflows.fednova import FedNova
-from runtime.workflows.fedopt import FedOpt
-from runtime.workflows.fedprox import FedProx
-from runtime.workflows.persistors import NumpyModelPersistor
-from runtime.workflows.robust import KrumAggregator, MedianAggregator, TrimmedMeanAggregator
-from runtime.workflows.scaffold import Scaffold
+Each is imported on first use (`runtime.workflows.FedOpt` in a job's config, or a `from ...
+import`): a server running FedAvg does not load every algorithm."""
 
-__all__ = [
-    "CrossSiteEval",
-    "Cyclic",
-    "FedAvg",
-    "FedNova",
-    "FedOpt",
-    "FedProx",
-    "GlobalModelEval",
-    "JobAborted",
-    "JobFailed",
-    "KrumAggregator",
-    "MedianAggregator",
-    "ModelController",
-    "NumpyModelPersistor",
-    "Scaffold",
-    "TrimmedMeanAggregator",
-    "WeightedAggregator",
-    "apply_diff",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "CrossSiteEval": "evaluation", "Cyclic": "cyclic", "FedAvg": "fedavg", "FedNova": "fednova",
+    "FedOpt": "fedopt", "FedProx": "fedprox", "GlobalModelEval": "evaluation",
+    "JobAborted": "base", "JobFailed": "base", "KrumAggregator": "robust",
+    "MedianAggregator": "robust", "ModelController": "base", "NumpyModelPersistor": "persistors",
+    "Scaffold": "scaffold", "TrimmedMeanAggregator": "robust", "WeightedAggregator": "aggregators",
+    "apply_diff": "aggregators",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime.workflows' has no attribute {name!r}")
+    value = getattr(import_module(f"runtime.workflows.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
